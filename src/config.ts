@@ -1,0 +1,489 @@
+/**
+ * Typed configuration: DEFAULTS <- YAML file (`--config` / T1612D_CONFIG) <- environment.
+ *
+ * Every setting has one YAML key (snake_case) and one environment variable, `T1612D_` plus the
+ * key in upper case (`build_window` <-> `T1612D_BUILD_WINDOW`). `resolveConfig()` returns a
+ * fully populated `Config` with durations in milliseconds, or throws a `ConfigError` whose
+ * message is one line naming the bad setting and the expected form.
+ */
+import { readFileSync, accessSync, constants as fsConstants } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { isIP } from 'node:net';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, describeError } from './errors.js';
+
+/** The resolved, fully required configuration. Durations are in milliseconds. */
+export interface Config {
+  /** Falco gRPC server: `unix:///path` or `host:port` (TCP, mutual TLS); '' disables. */
+  falcoGrpcAddress: string;
+  /** `sub` (bidirectional, polled) or `get` (repeated drains). */
+  falcoGrpcMethod: 'sub' | 'get';
+  falcoGrpcCaFile: string | undefined;
+  falcoGrpcCertFile: string | undefined;
+  falcoGrpcKeyFile: string | undefined;
+  /** How often an idle `sub` stream sends an empty request to poll Falco's queue. @default 100ms */
+  falcoGrpcPollIntervalMs: number;
+  /** Pause between two `get` drains. @default 1s */
+  falcoGrpcGetIntervalMs: number;
+  /** HTTP/2 keepalive ping interval on the Falco channel. @default 30s */
+  falcoGrpcKeepaliveMs: number;
+  /** TLS server name override for TCP (when the certificate does not name the address). */
+  falcoGrpcServerName: string | undefined;
+
+  /** Health, metrics and Falco http_output ingest; '' disables. */
+  httpAddress: string;
+  /** When set, ingest requires `Authorization: Bearer <token>`. */
+  httpToken: string | undefined;
+  /** Largest accepted ingest body (after decompression), bytes. @default 10 MiB */
+  httpBodyLimit: number;
+  /** Events buffered between the sources and the correlator; HTTP answers 503 when full. */
+  intakeQueueSize: number;
+
+  redisUrl: string | undefined;
+  /** Redis Cluster seed nodes `host:port`. */
+  redisClusterNodes: string[];
+  redisPrefix: string;
+
+  /** The environment whose known-IP set is shared. */
+  environment: string;
+  /** Host name used when an event carries none. @default os.hostname() */
+  hostname: string;
+  /** Egress up to this long after the last build activity belongs to the build. */
+  buildWindowMs: number;
+  /** From the environment's first event: record IPs, raise nothing. */
+  learningPeriodMs: number;
+  /** An IP unseen this long is new again. */
+  firstSeenRetentionMs: number;
+  /** Networks never reported (parsed CIDRs). */
+  allowCidrs: string[];
+  /** Domain suffixes never reported (matched on fd.sip.name). */
+  allowDomains: string[];
+  /** Attribute egress to a build by same-host time window alone (weakest). */
+  attributeWindowOnly: boolean;
+  /** An egress stamped up to this long before a build opened still counts (out-of-order). */
+  clockSkewMs: number;
+  /** Upper bound on open build sessions held per daemon. */
+  maxSessions: number;
+  /** Bounded in-process cache of known IPs. */
+  knownIpCacheSize: number;
+  /** Undecided egress events held while Redis is unreachable. */
+  redisBufferSize: number;
+
+  webhookUrl: string | undefined;
+  webhookSecret: string | undefined;
+  webhookHeaders: Record<string, string>;
+  webhookTimeoutMs: number;
+  webhookConcurrency: number;
+  webhookMaxAttempts: number;
+  webhookCaFile: string | undefined;
+  webhookCertFile: string | undefined;
+  webhookKeyFile: string | undefined;
+  webhookInsecure: boolean;
+  sidekickUrl: string | undefined;
+  /** First retry delay for deliveries. */
+  deliveryBackoffInitialMs: number;
+  /** Largest retry delay for deliveries. */
+  deliveryBackoffMaxMs: number;
+  /** Outbox stream length cap (`MAXLEN ~`). */
+  outboxMaxLen: number;
+
+  logLevel: string;
+  /** Deadline for a graceful stop. */
+  shutdownTimeoutMs: number;
+}
+
+type Kind =
+  | 'string'
+  | 'optString'
+  | 'url'
+  | 'optUrl'
+  | 'file'
+  | 'duration'
+  | 'int'
+  | 'bytes'
+  | 'bool'
+  | 'list'
+  | 'cidrs'
+  | 'headers'
+  | 'grpcAddress'
+  | 'listenAddress'
+  | 'method'
+  | 'logLevel'
+  | 'name';
+
+interface Setting {
+  key: keyof Config;
+  kind: Kind;
+  def: unknown;
+  min?: number;
+}
+
+/** Every setting: camelCase field, parser kind, default. YAML/env names derive from `key`. */
+const SETTINGS: Setting[] = [
+  { key: 'falcoGrpcAddress', kind: 'grpcAddress', def: 'unix:///run/falco/falco.sock' },
+  { key: 'falcoGrpcMethod', kind: 'method', def: 'sub' },
+  { key: 'falcoGrpcCaFile', kind: 'file', def: undefined },
+  { key: 'falcoGrpcCertFile', kind: 'file', def: undefined },
+  { key: 'falcoGrpcKeyFile', kind: 'file', def: undefined },
+  { key: 'falcoGrpcPollIntervalMs', kind: 'duration', def: '100ms', min: 1 },
+  { key: 'falcoGrpcGetIntervalMs', kind: 'duration', def: '1s', min: 1 },
+  { key: 'falcoGrpcKeepaliveMs', kind: 'duration', def: '30s', min: 1000 },
+  { key: 'falcoGrpcServerName', kind: 'optString', def: undefined },
+  { key: 'httpAddress', kind: 'listenAddress', def: '0.0.0.0:2802' },
+  { key: 'httpToken', kind: 'optString', def: undefined },
+  { key: 'httpBodyLimit', kind: 'bytes', def: '10mb', min: 1024 },
+  { key: 'intakeQueueSize', kind: 'int', def: 10_000, min: 1 },
+  { key: 'redisUrl', kind: 'optUrl', def: undefined },
+  { key: 'redisClusterNodes', kind: 'list', def: [] },
+  { key: 'redisPrefix', kind: 'name', def: 't1612d' },
+  { key: 'environment', kind: 'name', def: 'default' },
+  { key: 'hostname', kind: 'string', def: osHostname() },
+  { key: 'buildWindowMs', kind: 'duration', def: '15m', min: 1 },
+  { key: 'learningPeriodMs', kind: 'duration', def: '0', min: 0 },
+  { key: 'firstSeenRetentionMs', kind: 'duration', def: '30d', min: 1000 },
+  { key: 'allowCidrs', kind: 'cidrs', def: [] },
+  { key: 'allowDomains', kind: 'list', def: [] },
+  { key: 'attributeWindowOnly', kind: 'bool', def: false },
+  { key: 'clockSkewMs', kind: 'duration', def: '30s', min: 0 },
+  { key: 'maxSessions', kind: 'int', def: 10_000, min: 1 },
+  { key: 'knownIpCacheSize', kind: 'int', def: 100_000, min: 0 },
+  { key: 'redisBufferSize', kind: 'int', def: 50_000, min: 1 },
+  { key: 'webhookUrl', kind: 'optUrl', def: undefined },
+  { key: 'webhookSecret', kind: 'optString', def: undefined },
+  { key: 'webhookHeaders', kind: 'headers', def: {} },
+  { key: 'webhookTimeoutMs', kind: 'duration', def: '10s', min: 1 },
+  { key: 'webhookConcurrency', kind: 'int', def: 4, min: 1 },
+  { key: 'webhookMaxAttempts', kind: 'int', def: 12, min: 1 },
+  { key: 'webhookCaFile', kind: 'file', def: undefined },
+  { key: 'webhookCertFile', kind: 'file', def: undefined },
+  { key: 'webhookKeyFile', kind: 'file', def: undefined },
+  { key: 'webhookInsecure', kind: 'bool', def: false },
+  { key: 'sidekickUrl', kind: 'optUrl', def: undefined },
+  { key: 'deliveryBackoffInitialMs', kind: 'duration', def: '1s', min: 1 },
+  { key: 'deliveryBackoffMaxMs', kind: 'duration', def: '5m', min: 1 },
+  { key: 'outboxMaxLen', kind: 'int', def: 100_000, min: 100 },
+  { key: 'logLevel', kind: 'logLevel', def: 'info' },
+  { key: 'shutdownTimeoutMs', kind: 'duration', def: '10s', min: 1 },
+];
+
+/** YAML key of a setting: `buildWindowMs` -> `build_window`. */
+export function yamlKey(key: string): string {
+  return key
+    .replace(/Ms$/, '')
+    .replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/** Environment variable of a setting: `buildWindowMs` -> `T1612D_BUILD_WINDOW`. */
+export function envName(key: string): string {
+  return `T1612D_${yamlKey(key).toUpperCase()}`;
+}
+
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/** `15m` -> 900000. Bare numbers are milliseconds; `0` is allowed. */
+export function parseDuration(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(value);
+  if (!m) return undefined;
+  const n = Number(m[1]) * (DURATION_UNITS[m[2] ?? 'ms'] ?? 1);
+  return Number.isFinite(n) ? Math.round(n) : undefined;
+}
+
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+function parseBytes(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const m = /^\s*(\d+)\s*(b|kb|mb|gb)?\s*$/i.exec(value);
+  if (!m) return undefined;
+  return Number(m[1]) * (BYTE_UNITS[(m[2] ?? 'b').toLowerCase()] ?? 1);
+}
+
+function parseList(value: unknown): string[] | undefined {
+  if (Array.isArray(value)) {
+    if (!value.every((v) => typeof v === 'string' || typeof v === 'number')) return undefined;
+    return value.map((v) => String(v).trim()).filter((v) => v !== '');
+  }
+  if (typeof value !== 'string') return undefined;
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+}
+
+/** `10.0.0.0/8` or a bare address (meaning /32 or /128). Returns canonical `addr/prefix`. */
+export function parseCidr(text: string): string | undefined {
+  const [addr, bits, extra] = text.split('/');
+  if (addr === undefined || extra !== undefined) return undefined;
+  const family = isIP(addr);
+  if (family === 0) return undefined;
+  const max = family === 4 ? 32 : 128;
+  if (bits === undefined) return `${addr}/${max}`;
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > max) return undefined;
+  return `${addr}/${Number(bits)}`;
+}
+
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+function expected(kind: Kind, min?: number): string {
+  switch (kind) {
+    case 'duration':
+      return `a duration like 500ms, 30s, 15m, 2h or 7d${min ? ` (at least ${min}ms)` : ''}`;
+    case 'int':
+      return `a whole number${min !== undefined ? ` >= ${min}` : ''}`;
+    case 'bytes':
+      return 'a size like 1048576, 512kb or 10mb';
+    case 'bool':
+      return 'true or false';
+    case 'url':
+    case 'optUrl':
+      return 'a URL like http://host:port/path';
+    case 'file':
+      return 'the path of a readable file';
+    case 'list':
+      return 'a comma-separated list (or a YAML list)';
+    case 'cidrs':
+      return 'a comma-separated list of networks like 10.0.0.0/8,2001:db8::/32';
+    case 'headers':
+      return 'Name:value,Name:value (or a YAML map)';
+    case 'grpcAddress':
+      return 'unix:///path/to/falco.sock, host:port, or empty to disable';
+    case 'listenAddress':
+      return 'host:port (e.g. 0.0.0.0:2802), or empty to disable';
+    case 'method':
+      return 'sub or get';
+    case 'logLevel':
+      return 'one of fatal, error, warn, info, debug, trace, silent';
+    case 'name':
+      return 'letters, digits, and . _ - (no spaces or braces)';
+    default:
+      return 'a string';
+  }
+}
+
+function parseHostPort(v: string): boolean {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})$/.exec(v);
+  return m !== null && Number(m[2]) <= 65535;
+}
+
+/** Parse one raw value; `undefined` means invalid. */
+function parseValue(s: Setting, raw: unknown): unknown {
+  const str = raw === undefined ? null : typeof raw === 'string' ? raw.trim() : raw;
+  switch (s.kind) {
+    case 'string':
+      return typeof str === 'string' && str !== '' ? str : typeof str === 'number' ? String(str) : undefined;
+    case 'optString':
+      return typeof str === 'string' || typeof str === 'number' ? String(str) || null : str === null ? null : undefined;
+    case 'name':
+      return typeof str === 'string' && /^[A-Za-z0-9_.-]{1,128}$/.test(str) ? str : undefined;
+    case 'url':
+    case 'optUrl': {
+      if (str === null || str === '') return s.kind === 'optUrl' ? null : undefined;
+      if (typeof str !== 'string') return undefined;
+      try {
+        const u = new URL(str);
+        return /^(https?|rediss?):$/.test(u.protocol) ? str : undefined;
+      } catch {
+        return undefined;
+      }
+    }
+    case 'file': {
+      if (str === null || str === '') return null;
+      if (typeof str !== 'string') return undefined;
+      try {
+        accessSync(str, fsConstants.R_OK);
+        return str;
+      } catch {
+        return undefined;
+      }
+    }
+    case 'duration': {
+      const ms = parseDuration(str);
+      return ms !== undefined && ms >= (s.min ?? 0) ? ms : undefined;
+    }
+    case 'int': {
+      const n = typeof str === 'string' && /^\d+$/.test(str) ? Number(str) : str;
+      return typeof n === 'number' && Number.isSafeInteger(n) && n >= (s.min ?? 0) ? n : undefined;
+    }
+    case 'bytes': {
+      const n = parseBytes(str);
+      return n !== undefined && n >= (s.min ?? 0) ? n : undefined;
+    }
+    case 'bool': {
+      if (typeof str === 'boolean') return str;
+      if (typeof str !== 'string') return undefined;
+      const l = str.toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(l)) return true;
+      if (['false', '0', 'no', 'off', ''].includes(l)) return false;
+      return undefined;
+    }
+    case 'list':
+      return str === null ? [] : parseList(str);
+    case 'cidrs': {
+      const items = str === null ? [] : parseList(str);
+      if (!items) return undefined;
+      const out: string[] = [];
+      for (const it of items) {
+        const c = parseCidr(it);
+        if (!c) return undefined;
+        out.push(c);
+      }
+      return out;
+    }
+    case 'headers': {
+      if (str === null || str === '') return {};
+      if (typeof str === 'object' && !Array.isArray(str)) {
+        const out: Record<string, string> = {};
+        for (const [k, v] of Object.entries(str as Record<string, unknown>)) {
+          if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(k) || (typeof v !== 'string' && typeof v !== 'number')) return undefined;
+          out[k] = String(v);
+        }
+        return out;
+      }
+      if (typeof str !== 'string') return undefined;
+      const out: Record<string, string> = {};
+      for (const pair of str.split(',')) {
+        if (pair.trim() === '') continue;
+        const i = pair.indexOf(':');
+        const name = pair.slice(0, i).trim();
+        if (i <= 0 || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) return undefined;
+        out[name] = pair.slice(i + 1).trim();
+      }
+      return out;
+    }
+    case 'grpcAddress': {
+      if (str === null || str === '') return '';
+      if (typeof str !== 'string') return undefined;
+      if (str.startsWith('unix://')) return str.length > 'unix://'.length ? str : undefined;
+      return parseHostPort(str) ? str : undefined;
+    }
+    case 'listenAddress': {
+      if (str === null || str === '') return '';
+      return typeof str === 'string' && parseHostPort(str) ? str : undefined;
+    }
+    case 'method':
+      return str === 'sub' || str === 'get' ? str : undefined;
+    case 'logLevel':
+      return typeof str === 'string' && LOG_LEVELS.has(str) ? str : undefined;
+  }
+}
+
+function invalid(s: Setting, origin: string, raw: unknown): ConfigError {
+  const shown = typeof raw === 'string' ? JSON.stringify(raw) : JSON.stringify(raw) ?? String(raw);
+  const secret = /secret|token/i.test(s.key);
+  return new ConfigError(
+    yamlKey(s.key),
+    `invalid setting ${yamlKey(s.key)} (${envName(s.key)}) from ${origin}: expected ${expected(s.kind, s.min)}, got ${secret ? '[redacted]' : shown}`,
+  );
+}
+
+export interface ResolveOptions {
+  /** YAML file path; falls back to env T1612D_CONFIG. */
+  file?: string | undefined;
+  /** Environment to read. @default process.env */
+  env?: NodeJS.ProcessEnv;
+  /** Values that win over file and environment (tests, demo, CLI flags), camelCase keys. */
+  overrides?: Partial<Config>;
+}
+
+/** Load and validate the configuration. Throws ConfigError (one line) on any invalid value. */
+export function resolveConfig(options: ResolveOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const file = options.file ?? (env['T1612D_CONFIG'] || undefined);
+  let fileValues: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('config', `cannot read config file ${file}: ${describeError(err)}`, { cause: err });
+    }
+    let doc: unknown;
+    try {
+      doc = parseYaml(text);
+    } catch (err) {
+      throw new ConfigError('config', `config file ${file} is not valid YAML: ${describeError(err)}`, { cause: err });
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc)) {
+        throw new ConfigError('config', `config file ${file} must be a YAML mapping of setting: value`);
+      }
+      fileValues = doc as Record<string, unknown>;
+      const known = new Set(SETTINGS.map((s) => yamlKey(s.key)));
+      for (const k of Object.keys(fileValues)) {
+        if (!known.has(k)) {
+          throw new ConfigError(k, `unknown setting ${k} in ${file}; known settings: ${[...known].join(', ')}`);
+        }
+      }
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    const yk = yamlKey(s.key);
+    const en = envName(s.key);
+    let raw: unknown = s.def;
+    let origin = 'defaults';
+    if (Object.hasOwn(fileValues, yk)) {
+      raw = fileValues[yk];
+      origin = `config file ${file}`;
+    }
+    if (env[en] !== undefined) {
+      raw = env[en];
+      origin = `environment ${en}`;
+    }
+    const parsed = parseValue(s, raw);
+    if (parsed === undefined) throw invalid(s, origin, raw);
+    out[s.key] = parsed === null ? undefined : parsed;
+  }
+  const cfg = { ...(out as unknown as Config), ...stripUndefined(options.overrides ?? {}) };
+  crossCheck(cfg);
+  return cfg;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function crossCheck(cfg: Config): void {
+  const tcp = cfg.falcoGrpcAddress !== '' && !cfg.falcoGrpcAddress.startsWith('unix://');
+  if (tcp) {
+    for (const key of ['falcoGrpcCaFile', 'falcoGrpcCertFile', 'falcoGrpcKeyFile'] as const) {
+      if (!cfg[key]) {
+        throw new ConfigError(
+          yamlKey(key),
+          `missing setting ${yamlKey(key)} (${envName(key)}): falco_grpc_address ${cfg.falcoGrpcAddress} is TCP, which Falco serves only with mutual TLS; give the CA, client certificate and key files`,
+        );
+      }
+    }
+  }
+  if (Boolean(cfg.webhookCertFile) !== Boolean(cfg.webhookKeyFile)) {
+    throw new ConfigError(
+      'webhook_cert_file',
+      'invalid setting webhook_cert_file / webhook_key_file: a client certificate needs both the certificate and the key file',
+    );
+  }
+  if (cfg.deliveryBackoffMaxMs < cfg.deliveryBackoffInitialMs) {
+    throw new ConfigError(
+      'delivery_backoff_max',
+      `invalid setting delivery_backoff_max (T1612D_DELIVERY_BACKOFF_MAX): must be >= delivery_backoff_initial (${cfg.deliveryBackoffInitialMs}ms)`,
+    );
+  }
+  if (cfg.redisUrl && cfg.redisClusterNodes.length > 0) {
+    throw new ConfigError(
+      'redis_cluster_nodes',
+      'invalid setting redis_cluster_nodes (T1612D_REDIS_CLUSTER_NODES): set either redis_url or redis_cluster_nodes, not both',
+    );
+  }
+}
+
+/** The list of all settings, for documentation and `--help`. */
+export function describeSettings(): { yaml: string; env: string; default: unknown }[] {
+  return SETTINGS.map((s) => ({ yaml: yamlKey(s.key), env: envName(s.key), default: s.def }));
+}

@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveConfig, envName, yamlKey, parseDuration } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
+
+describe('config', () => {
+  it('maps settings to YAML keys and env names from the contract', () => {
+    assert.equal(envName('falcoGrpcAddress'), 'T1612D_FALCO_GRPC_ADDRESS');
+    assert.equal(envName('buildWindowMs'), 'T1612D_BUILD_WINDOW');
+    assert.equal(envName('firstSeenRetentionMs'), 'T1612D_FIRST_SEEN_RETENTION');
+    assert.equal(yamlKey('redisClusterNodes'), 'redis_cluster_nodes');
+  });
+
+  it('has the documented defaults', () => {
+    const c = resolveConfig({ env: {} });
+    assert.equal(c.falcoGrpcAddress, 'unix:///run/falco/falco.sock');
+    assert.equal(c.falcoGrpcMethod, 'sub');
+    assert.equal(c.httpAddress, '0.0.0.0:2802');
+    assert.equal(c.redisPrefix, 't1612d');
+    assert.equal(c.environment, 'default');
+    assert.equal(c.buildWindowMs, 15 * 60_000);
+    assert.equal(c.learningPeriodMs, 0);
+    assert.equal(c.firstSeenRetentionMs, 30 * 86_400_000);
+    assert.equal(c.logLevel, 'info');
+    assert.equal(c.redisUrl, undefined);
+  });
+
+  it('layers defaults <- YAML file <- environment', () => {
+    const dir = mkdtempSync(join(tmpdir(), 't1612d-cfg-'));
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'build_window: 5m\nenvironment: prod\nallow_cidrs: [10.0.0.0/8, 192.0.2.1]\nwebhook_headers: {X-Team: sec}\n');
+    const c = resolveConfig({ file, env: { T1612D_ENVIRONMENT: 'staging', T1612D_ALLOW_DOMAINS: 'docker.io, .gcr.io' } });
+    assert.equal(c.buildWindowMs, 300_000);
+    assert.equal(c.environment, 'staging');
+    assert.deepEqual(c.allowCidrs, ['10.0.0.0/8', '192.0.2.1/32']);
+    assert.deepEqual(c.allowDomains, ['docker.io', '.gcr.io']);
+    assert.deepEqual(c.webhookHeaders, { 'X-Team': 'sec' });
+  });
+
+  it('parses durations with every suffix', () => {
+    assert.equal(parseDuration('250ms'), 250);
+    assert.equal(parseDuration('2s'), 2000);
+    assert.equal(parseDuration('1.5h'), 5_400_000);
+    assert.equal(parseDuration('7d'), 604_800_000);
+    assert.equal(parseDuration('0'), 0);
+    assert.equal(parseDuration('5 minutes'), undefined);
+  });
+
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ T1612D_BUILD_WINDOW: 'soon' }, /^invalid setting build_window \(T1612D_BUILD_WINDOW\) from environment T1612D_BUILD_WINDOW: expected a duration/],
+    [{ T1612D_FALCO_GRPC_METHOD: 'poll' }, /falco_grpc_method .*expected sub or get, got "poll"/],
+    [{ T1612D_ALLOW_CIDRS: '10.0.0.0/33' }, /allow_cidrs .*networks like/],
+    [{ T1612D_WEBHOOK_URL: 'not a url' }, /webhook_url .*a URL/],
+    [{ T1612D_HTTP_ADDRESS: 'localhost' }, /http_address .*host:port/],
+    [{ T1612D_WEBHOOK_HEADERS: 'NoColon' }, /webhook_headers .*Name:value/],
+    [{ T1612D_LOG_LEVEL: 'loud' }, /log_level .*one of fatal/],
+    [{ T1612D_WEBHOOK_CONCURRENCY: '0' }, /webhook_concurrency .*whole number >= 1/],
+    [{ T1612D_ENVIRONMENT: 'prod {x}' }, /environment .*no spaces or braces/],
+    [{ T1612D_FALCO_GRPC_ADDRESS: 'falco:5060' }, /^missing setting falco_grpc_ca_file .*mutual TLS/],
+    [{ T1612D_FALCO_GRPC_CA_FILE: '/nonexistent/ca.pem' }, /falco_grpc_ca_file .*readable file/],
+  ];
+  for (const [env, re] of bad) {
+    it(`rejects ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')} with one line naming the setting`, () => {
+      assert.throws(
+        () => resolveConfig({ env }),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError);
+          assert.match(err.message, re);
+          assert.ok(!err.message.includes('\n'), 'one line');
+          return true;
+        },
+      );
+    });
+  }
+
+  it('never echoes a secret in the error', () => {
+    assert.throws(() => resolveConfig({ env: { T1612D_WEBHOOK_SECRET: 's3cr3t', T1612D_WEBHOOK_CONCURRENCY: 'x' } }), /concurrency/);
+    const dir = mkdtempSync(join(tmpdir(), 't1612d-cfg-'));
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'http_token: [1, 2]\n');
+    assert.throws(() => resolveConfig({ file, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('[redacted]') && !e.message.includes('1,2'));
+  });
+
+  it('rejects unknown keys and non-mapping YAML files', () => {
+    const dir = mkdtempSync(join(tmpdir(), 't1612d-cfg-'));
+    const f1 = join(dir, 'a.yaml');
+    writeFileSync(f1, 'build_windw: 5m\n');
+    assert.throws(() => resolveConfig({ file: f1, env: {} }), /unknown setting build_windw/);
+    const f2 = join(dir, 'b.yaml');
+    writeFileSync(f2, '- a\n- b\n');
+    assert.throws(() => resolveConfig({ file: f2, env: {} }), /must be a YAML mapping/);
+    const f3 = join(dir, 'c.yaml');
+    writeFileSync(f3, 'a: [\n');
+    assert.throws(() => resolveConfig({ file: f3, env: {} }), /not valid YAML/);
+  });
+});
