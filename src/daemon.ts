@@ -1,0 +1,182 @@
+/**
+ * The daemon: wires sources -> intake -> correlator -> outbox -> sinks, and owns the
+ * start/close lifecycle. One direction only: sources produce events, the correlator decides,
+ * the outbox delivers. `close()` is idempotent and bounded by `shutdownTimeoutMs`.
+ */
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { describeError } from './errors.js';
+import { Intake } from './falco/intake.js';
+import { GrpcSource, grpcSourceOptionsFromConfig } from './falco/grpc-source.js';
+import { HttpServer, type Readiness } from './ops/http-server.js';
+import { Metrics } from './ops/metrics.js';
+import { Correlator } from './detect/correlator.js';
+import { createStores, type Stores } from './store/stores.js';
+import { createOutbox, type Outbox } from './deliver/outbox.js';
+import { createSinks } from './deliver/sinks.js';
+import type { AlertSink } from './detect/alert.js';
+
+export interface DaemonDeps {
+  logger: Logger;
+  /** Defaults to a fresh registry with process metrics. */
+  metrics?: Metrics;
+  /**
+   * Where decided alerts go instead of the durable outbox (replay prints them). When absent,
+   * the outbox built from the configured sinks is used.
+   */
+  alertSink?: AlertSink;
+}
+
+type DaemonState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
+
+export class Daemon {
+  readonly metrics: Metrics;
+  readonly intake: Intake;
+  private readonly logger: Logger;
+  private state: DaemonState = 'new';
+  private stores: Stores | undefined;
+  private correlator: Correlator | undefined;
+  private outbox: Outbox | undefined;
+  private grpc: GrpcSource | undefined;
+  private http: HttpServer | undefined;
+  private closing: Promise<void> | undefined;
+  private httpPort: number | undefined;
+
+  constructor(
+    readonly config: Config,
+    private readonly deps: DaemonDeps,
+  ) {
+    this.logger = deps.logger;
+    this.metrics = deps.metrics ?? new Metrics({ defaultMetrics: true });
+    this.intake = new Intake({
+      capacity: config.intakeQueueSize,
+      metrics: this.metrics,
+      logger: this.logger,
+      consumer: (ev) => {
+        // The correlator exists from start() on; events cannot arrive earlier.
+        return this.correlator?.handle(ev);
+      },
+    });
+  }
+
+  private transition(to: DaemonState): void {
+    const legal: Record<DaemonState, DaemonState[]> = {
+      new: ['starting', 'closing'],
+      starting: ['running', 'closing'],
+      running: ['closing'],
+      closing: ['closed'],
+      closed: [],
+    };
+    if (!legal[this.state].includes(to)) throw new Error(`daemon cannot go from ${this.state} to ${to}`);
+    this.logger.debug({ from: this.state, to }, 'daemon state');
+    this.state = to;
+  }
+
+  /** The port the HTTP server listens on (useful with port 0). */
+  get port(): number | undefined {
+    return this.httpPort;
+  }
+
+  /** Readiness: the Falco source is up and Redis (when configured) is reachable. */
+  readiness(): Readiness {
+    const falco = this.grpc ? this.grpc.connected : this.http !== undefined;
+    const redis = this.stores ? this.stores.redisUp() : false;
+    const correlator = this.correlator ? this.correlator.ready : false;
+    return { ready: falco && redis && correlator && this.state === 'running', checks: { falco, redis, correlator } };
+  }
+
+  async start(): Promise<void> {
+    this.transition('starting');
+    const cfg = this.config;
+    try {
+      this.stores = await createStores(cfg, { logger: this.logger, metrics: this.metrics });
+      let sink = this.deps.alertSink;
+      if (!sink) {
+        const sinks = createSinks(cfg, { logger: this.logger });
+        this.outbox = createOutbox(cfg, { sinks, metrics: this.metrics, logger: this.logger });
+        this.outbox.start();
+        sink = this.outbox;
+      }
+      this.correlator = new Correlator(cfg, {
+        stores: this.stores,
+        sink,
+        metrics: this.metrics,
+        logger: this.logger,
+      });
+      if (cfg.httpAddress !== '') {
+        this.http = new HttpServer(
+          { address: cfg.httpAddress, token: cfg.httpToken, bodyLimit: cfg.httpBodyLimit },
+          { intake: this.intake, metrics: this.metrics, logger: this.logger, readiness: () => this.readiness() },
+        );
+        const { host, port } = await this.http.listen();
+        this.httpPort = port;
+        this.logger.info({ host, port, ingest: ['/falco', '/'], token: cfg.httpToken !== undefined }, 'http server listening');
+      }
+      if (cfg.falcoGrpcAddress !== '') {
+        this.grpc = new GrpcSource(grpcSourceOptionsFromConfig(cfg), {
+          intake: this.intake,
+          metrics: this.metrics,
+          logger: this.logger,
+        });
+        this.grpc.start();
+      } else if (this.http) {
+        // HTTP-only mode (Falco >= 0.44 http_output): the source is "connected" while ingest listens.
+        this.metrics.falcoConnected.set(1);
+      }
+      if (!this.grpc && !this.http) {
+        this.logger.warn('no Falco source: both falco_grpc_address and http_address are empty');
+      }
+      this.transition('running');
+      this.logger.info(
+        {
+          environment: cfg.environment,
+          grpc: cfg.falcoGrpcAddress || 'disabled',
+          method: cfg.falcoGrpcMethod,
+          redis: cfg.redisUrl ? 'redis' : cfg.redisClusterNodes.length ? 'cluster' : 'memory',
+          buildWindowMs: cfg.buildWindowMs,
+        },
+        't1612d started',
+      );
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  /** Idempotent graceful stop: sources, then pending decisions, then deliveries, then stores. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    if (this.state !== 'closing') this.transition('closing');
+    const deadline = Date.now() + this.config.shutdownTimeoutMs;
+    const step = async (name: string, fn: () => Promise<unknown> | undefined): Promise<void> => {
+      const left = Math.max(1, deadline - Date.now());
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          fn(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`timed out after ${left}ms`)), left);
+            timer.unref();
+          }),
+        ]);
+      } catch (err) {
+        this.logger.warn({ step: name, err: describeError(err) }, 'shutdown step failed');
+      } finally {
+        if (timer) clearTimeout(timer);
+      }
+    };
+    await step('grpc source', () => this.grpc?.close());
+    await step('http server', () => this.http?.close());
+    await step('intake', () => this.intake.whenIdle());
+    await step('correlator', () => this.correlator?.close());
+    await step('outbox', () => this.outbox?.close());
+    await step('stores', () => this.stores?.close());
+    this.metrics.falcoConnected.set(0);
+    this.transition('closed');
+    this.logger.info('t1612d stopped');
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * CLI entry: `t1612d [run] | replay FILE|- | demo | rules check [FILES…] | outbox replay-dead`.
+ * Signals are handled here, in one place: the first SIGINT/SIGTERM starts a graceful stop,
+ * a second one kills (the handlers are `once`).
+ */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { pino } from 'pino';
+import { resolveConfig, describeSettings, type Config } from './config.js';
+import { ConfigError, describeError } from './errors.js';
+import { createLogger, type Logger } from './ops/logger.js';
+import { Daemon } from './daemon.js';
+import { openInput, runReplay } from './replay.js';
+import { runDemo } from './demo/demo.js';
+import { runRulesCheck } from './rules/check.js';
+import { replayDeadLetters } from './deliver/outbox.js';
+import { Metrics } from './ops/metrics.js';
+
+const USAGE = `usage: t1612d [run] [--config FILE]
+       t1612d replay FILE|- [--config FILE]
+       t1612d demo
+       t1612d rules check [FILES...]
+       t1612d outbox replay-dead [--config FILE]
+       t1612d --help | --version
+
+Settings come from defaults, then the YAML file (--config or T1612D_CONFIG), then T1612D_*
+environment variables; see README.md.`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function loadConfig(file: string | undefined, overrides?: Partial<Config>): Config {
+  return resolveConfig({ file, overrides });
+}
+
+async function cmdRun(configFile: string | undefined): Promise<number> {
+  const config = loadConfig(configFile);
+  const logger = createLogger({ level: config.logLevel });
+  const daemon = new Daemon(config, { logger });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping (send the signal again to kill)');
+    daemon.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err: describeError(err) }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  await daemon.start();
+  return new Promise<number>(() => {
+    // Runs until a signal; stop() exits the process.
+  });
+}
+
+async function cmdReplay(path: string | undefined, configFile: string | undefined): Promise<number> {
+  if (!path) {
+    process.stderr.write(`t1612d replay: missing FILE (or - for stdin)\n${USAGE}\n`);
+    return 2;
+  }
+  const config = loadConfig(configFile);
+  // Logs go to stderr so stdout carries only alerts.
+  const logger = createLogger({ level: config.logLevel === 'info' ? 'warn' : config.logLevel, destination: pino.destination({ fd: 2, sync: true }) });
+  const result = await runReplay(openInput(path), config, process.stdout, logger);
+  process.stderr.write(`t1612d replay: ${result.events} events, ${result.invalid} invalid, ${result.alerts.length} alerts\n`);
+  return 0;
+}
+
+async function cmdOutbox(sub: string | undefined, configFile: string | undefined): Promise<number> {
+  if (sub !== 'replay-dead') {
+    process.stderr.write(`t1612d outbox: unknown sub-command ${sub ?? '(none)'}\n${USAGE}\n`);
+    return 2;
+  }
+  const config = loadConfig(configFile);
+  const logger: Logger = createLogger({ level: config.logLevel, destination: pino.destination({ fd: 2, sync: true }) });
+  const moved = await replayDeadLetters(config, { logger, metrics: new Metrics() });
+  process.stdout.write(`t1612d outbox: ${moved} dead letters moved back to the outbox\n`);
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+        settings: { type: 'boolean' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`t1612d: ${describeError(err)}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`t1612d ${version()}\n`);
+    return 0;
+  }
+  if (values.settings) {
+    for (const s of describeSettings()) process.stdout.write(`${s.env}\t${s.yaml}\t${JSON.stringify(s.default)}\n`);
+    return 0;
+  }
+  const [command = 'run', ...rest] = positionals;
+  try {
+    switch (command) {
+      case 'run':
+        return await cmdRun(values.config);
+      case 'replay':
+        return await cmdReplay(rest[0], values.config);
+      case 'demo':
+        return await runDemo({ out: process.stdout });
+      case 'rules':
+        if (rest[0] !== 'check') {
+          process.stderr.write(`t1612d rules: unknown sub-command ${rest[0] ?? '(none)'}; did you mean 'rules check'?\n`);
+          return 2;
+        }
+        return await runRulesCheck(rest.slice(1), process.stdout);
+      case 'outbox':
+        return await cmdOutbox(rest[0], values.config);
+      default:
+        process.stderr.write(`t1612d: unknown command ${command}\n${USAGE}\n`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`t1612d: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`t1612d: ${describeError(err)}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // One-shot commands end here even if a library left a handle open; stdout is flushed first.
+    process.stdout.write('', () => process.exit(code));
+  },
+  (err: unknown) => {
+    process.stderr.write(`t1612d: ${describeError(err)}\n`);
+    process.exit(1);
+  },
+);

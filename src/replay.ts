@@ -1,0 +1,53 @@
+/**
+ * `t1612d replay FILE|-`: recorded Falco JSON events through the same pipeline as the daemon
+ * (sources disabled), each alert printed as one JSON line. In-memory stores unless Redis is
+ * configured. This is the tuning loop: record once, replay against new settings.
+ */
+import { createReadStream } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { Daemon } from './daemon.js';
+import { readEventStream } from './falco/file-source.js';
+import type { Alert, AlertSink } from './detect/alert.js';
+
+export interface ReplayResult {
+  events: number;
+  invalid: number;
+  alerts: Alert[];
+}
+
+export async function runReplay(
+  input: Readable,
+  config: Config,
+  out: Writable,
+  logger: Logger,
+): Promise<ReplayResult> {
+  const alerts: Alert[] = [];
+  const printer: AlertSink = {
+    enqueue(alert: Alert): Promise<void> {
+      alerts.push(alert);
+      return new Promise((resolve, reject) =>
+        out.write(`${JSON.stringify(alert)}\n`, (err) => (err ? reject(err) : resolve())),
+      );
+    },
+  };
+  const daemon = new Daemon(
+    { ...config, falcoGrpcAddress: '', httpAddress: '' },
+    { logger, alertSink: printer },
+  );
+  await daemon.start();
+  try {
+    const counts = await readEventStream(input, daemon.intake, { source: 'file' });
+    await daemon.intake.whenIdle();
+    return { ...counts, alerts };
+  } finally {
+    // close() flushes the correlator, so every decided alert has been printed when it resolves.
+    await daemon.close();
+  }
+}
+
+/** Open FILE, or stdin for `-`. */
+export function openInput(path: string): Readable {
+  return path === '-' ? process.stdin : createReadStream(path);
+}
