@@ -25,7 +25,11 @@ export interface Config {
   falcoGrpcPollIntervalMs: number;
   /** Pause between two `get` drains. @default 1s */
   falcoGrpcGetIntervalMs: number;
-  /** HTTP/2 keepalive ping interval on the Falco channel. @default 30s */
+  /**
+   * HTTP/2 keepalive ping interval on the Falco channel. @default 5m — Falco's gRPC core server
+   * treats pings more often than every 5 minutes without server data as abuse (GOAWAY
+   * too_many_pings), and a quiet Falco sends no data.
+   */
   falcoGrpcKeepaliveMs: number;
   /** TLS server name override for TCP (when the certificate does not name the address). */
   falcoGrpcServerName: string | undefined;
@@ -127,7 +131,7 @@ const SETTINGS: Setting[] = [
   { key: 'falcoGrpcKeyFile', kind: 'file', def: undefined },
   { key: 'falcoGrpcPollIntervalMs', kind: 'duration', def: '100ms', min: 1 },
   { key: 'falcoGrpcGetIntervalMs', kind: 'duration', def: '1s', min: 1 },
-  { key: 'falcoGrpcKeepaliveMs', kind: 'duration', def: '30s', min: 1000 },
+  { key: 'falcoGrpcKeepaliveMs', kind: 'duration', def: '5m', min: 1000 },
   { key: 'falcoGrpcServerName', kind: 'optString', def: undefined },
   { key: 'httpAddress', kind: 'listenAddress', def: '0.0.0.0:2802' },
   { key: 'httpToken', kind: 'optString', def: undefined },

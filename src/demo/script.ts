@@ -208,5 +208,9 @@ export function demoScript(): ScriptEvent[] {
 // `tsx src/demo/script.ts` prints the script as Falco JSON lines.
 if (import.meta.url === `file://${process.argv[1]}`) {
   const start = BigInt(Date.parse('2026-11-02T09:15:00Z')) * 1_000_000n + 123_456n;
-  for (const ev of demoScript()) process.stdout.write(`${JSON.stringify(toFalcoJson(ev, start))}\n`);
+  for (const ev of demoScript()) {
+    // Falco writes evt.time as a bare 19-digit number; JSON.stringify cannot, so splice it in.
+    const line = JSON.stringify(toFalcoJson(ev, start)).replace(/"evt\.time":"(\d+)"/, '"evt.time":$1');
+    process.stdout.write(`${line}\n`);
+  }
 }
