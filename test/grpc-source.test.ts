@@ -415,7 +415,7 @@ describe('GrpcSource (Falco gRPC outputs)', function () {
     assert.equal(o.certFile, pki.client.certFile);
     assert.equal(o.serverName, 'falco.local');
     assert.equal(o.pollIntervalMs, 100);
-    assert.equal(o.keepaliveMs, 30_000);
+    assert.equal(o.keepaliveMs, 300_000);
     assert.throws(
       () => new GrpcSource({ address: '127.0.0.1:5060' }, { intake: harness({ address: sock('x') }).intake, metrics: new Metrics(), logger: createLogger({ level: 'silent' }) }),
       /mutual TLS/,

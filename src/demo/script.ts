@@ -81,7 +81,6 @@ export function toFalcoJson(ev: ScriptEvent, startNs: bigint): Record<string, un
 }
 
 const init: [string, number, string] = ['systemd', 1, '/sbin/init'];
-const containerd: [string, number, string] = ['containerd', 612, '/usr/bin/containerd'];
 const dockerd: [string, number, string] = ['dockerd', 811, '/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock'];
 const dockerdRemote: [string, number, string] = ['dockerd', 944, '/usr/bin/dockerd -H fd:// -H tcp://0.0.0.0:2375'];
 
