@@ -45,10 +45,11 @@ export function eventTimeMs(ev: FalcoEvent): number {
 
 /** ISO-8601 with nanoseconds, as Falco writes it. */
 export function formatTimeNs(ns: bigint): string {
-  const ms = ns / 1_000_000n;
-  const iso = new Date(Number(ms)).toISOString(); // yyyy-mm-ddThh:mm:ss.mmmZ
-  const frac = (ns % 1_000_000_000n).toString().padStart(9, '0');
-  return `${iso.slice(0, 19)}.${frac}Z`;
+  // Floor, not truncate: BigInt division rounds toward zero, which breaks times before 1970.
+  const frac = ((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
+  const seconds = (ns - frac) / 1_000_000_000n;
+  const iso = new Date(Number(seconds) * 1000).toISOString(); // yyyy-mm-ddThh:mm:ss.mmmZ
+  return `${iso.slice(0, 19)}.${frac.toString().padStart(9, '0')}Z`;
 }
 
 /** Read a field: `null` when absent or missing. */
@@ -79,6 +80,9 @@ function normaliseFields(raw: unknown): Record<string, FieldValue> {
   }
   const out: Record<string, FieldValue> = {};
   for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    // Assigning `__proto__` would go through the prototype setter (JSON `null` there would
+    // strip the object's prototype); no Falco field has that name.
+    if (k === '__proto__') continue;
     out[k] = normaliseValue(k, v);
   }
   return out;
@@ -243,7 +247,9 @@ export function parseJsonPreservingBigInts(text: string): unknown {
       const next = text.charCodeAt(j);
       const isPlainInt = next !== 46 /* . */ && next !== 101 && next !== 69; /* e E */
       const digits = j - i - (c === 45 ? 1 : 0);
-      if (isPlainInt && digits >= 16) {
+      // A leading zero is invalid JSON; quoting it would make it valid, so leave it to fail.
+      const leadingZero = text.charCodeAt(c === 45 ? i + 1 : i) === 48;
+      if (isPlainInt && digits >= 16 && !leadingZero) {
         out += `${text.slice(last, i)}"${text.slice(i, j)}"`;
         last = j;
       } else if (!isPlainInt) {

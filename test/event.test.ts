@@ -1,0 +1,224 @@
+// Normalisation of Falco JSON alerts and the big-integer-preserving JSON parser.
+import assert from 'node:assert/strict';
+import { InvalidEventError } from '../src/errors.js';
+import {
+  eventTimeMs,
+  field,
+  formatTimeNs,
+  fromFalcoJson,
+  fromGrpcResponse,
+  kindOfTags,
+  parseIsoNs,
+  parseJsonPreservingBigInts,
+} from '../src/falco/event.js';
+
+const BASE = {
+  time: '2023-05-25T13:44:05.478445995Z',
+  rule: 'Terminal shell in container',
+  priority: 'Critical',
+  source: 'syscall',
+  hostname: 'falco-xczjd',
+  tags: ['container'],
+  output: 'out',
+};
+
+describe('FalcoEvent normalisation (fromFalcoJson)', () => {
+  it('rejects what is not an event with InvalidEventError and a reason', () => {
+    const cases: [unknown, RegExp][] = [
+      [null, /JSON object/],
+      [[BASE], /JSON object/],
+      ['text', /JSON object/],
+      [42, /JSON object/],
+      [{ ...BASE, rule: undefined }, /rule/],
+      [{ ...BASE, rule: '  ' }, /rule/],
+      [{ ...BASE, rule: 7 }, /rule/],
+      [{ ...BASE, time: undefined }, /time/],
+      [{ ...BASE, time: 1685022245478 }, /time/],
+      [{ ...BASE, time: 'yesterday' }, /time/],
+      [{ ...BASE, time: '2023-05-25T13:44:05.1234567891Z' }, /time/],
+      [{ ...BASE, time: '2023-13-25T13:44:05Z' }, /time/],
+      [{ ...BASE, priority: 'Loud' }, /priority/],
+      [{ ...BASE, priority: undefined }, /priority/],
+      [{ ...BASE, priority: 9 }, /priority/],
+      [{ ...BASE, tags: 'a,b' }, /tags/],
+      [{ ...BASE, tags: ['a', 1] }, /tags/],
+      [{ ...BASE, hostname: 5 }, /hostname/],
+      [{ ...BASE, output: { text: 'x' } }, /output/],
+      [{ ...BASE, source: ['syscall'] }, /source/],
+      [{ ...BASE, output_fields: ['a'] }, /output_fields/],
+      [{ ...BASE, output_fields: 'a=b' }, /output_fields/],
+    ];
+    for (const [raw, reason] of cases) {
+      assert.throws(
+        () => fromFalcoJson(raw),
+        (err: unknown) => err instanceof InvalidEventError && reason.test(err.message),
+        `expected InvalidEventError ${reason} for ${JSON.stringify(raw)}`,
+      );
+    }
+  });
+
+  it('turns <NA>, null, "null" and "" into null and everything else into strings', () => {
+    const e = fromFalcoJson({
+      ...BASE,
+      output_fields: {
+        'fd.sip': '<NA>',
+        'fd.sip.name': null,
+        'container.name': 'null',
+        'user.name': '',
+        'proc.pid': 1234,
+        'fd.sport': 443,
+        'evt.rawres': -2,
+        ratio: 0.25,
+        'evt.is_open': true,
+        'proc.args': ['-c', 'x'],
+        'evt.time': '1685022245478445995',
+        'proc.name': 'sh',
+      },
+    });
+    assert.deepEqual(e.fields, {
+      'fd.sip': null,
+      'fd.sip.name': null,
+      'container.name': null,
+      'user.name': null,
+      'proc.pid': '1234',
+      'fd.sport': '443',
+      'evt.rawres': '-2',
+      ratio: '0.25',
+      'evt.is_open': 'true',
+      'proc.args': '["-c","x"]',
+      'evt.time': '1685022245478445995',
+      'proc.name': 'sh',
+    });
+    assert.equal(field(e, 'fd.sip'), null);
+    assert.equal(field(e, 'not.there'), null);
+    assert.equal(field(e, 'proc.name'), 'sh');
+  });
+
+  it('defaults the optional keys', () => {
+    const e = fromFalcoJson({ time: BASE.time, rule: 'r', priority: 'Debug' });
+    assert.equal(e.source, 'syscall');
+    assert.equal(e.hostname, '');
+    assert.equal(e.output, '');
+    assert.deepEqual(e.tags, []);
+    assert.deepEqual(e.fields, {});
+    assert.equal(fromFalcoJson({ ...BASE, source: null, tags: null, output_fields: null }).source, 'syscall');
+    assert.equal(fromFalcoJson({ ...BASE, source: 'k8s_audit' }).source, 'k8s_audit');
+  });
+
+  it('keeps a __proto__ output field from touching the prototype', () => {
+    const e = fromFalcoJson(JSON.parse(`{"time":"${BASE.time}","rule":"r","priority":"Notice","output_fields":{"__proto__":null,"a":"1"}}`));
+    assert.equal(Object.getPrototypeOf(e.fields), Object.prototype);
+    assert.deepEqual(e.fields, { a: '1' });
+  });
+
+  it('accepts priorities in any case, by number, and INFO', () => {
+    const p = (priority: unknown) => fromFalcoJson({ ...BASE, priority }).priority;
+    assert.equal(p('critical'), 'Critical');
+    assert.equal(p('CRITICAL'), 'Critical');
+    assert.equal(p('wArNiNg'), 'Warning');
+    assert.equal(p('INFORMATIONAL'), 'Informational');
+    assert.equal(p('info'), 'Informational');
+    assert.equal(p(0), 'Emergency');
+    assert.equal(p(7), 'Debug');
+    assert.equal(p('2'), 'Critical');
+  });
+
+  it('parses nanosecond times exactly, with and without fraction or offset', () => {
+    assert.equal(fromFalcoJson(BASE).timeNs, 1685022245478445995n);
+    assert.equal(parseIsoNs('2023-05-25T13:44:05Z'), 1685022245000000000n);
+    assert.equal(parseIsoNs('2023-05-25T13:44:05.5Z'), 1685022245500000000n);
+    assert.equal(parseIsoNs('2023-05-25T13:44:05.000000001Z'), 1685022245000000001n);
+    assert.equal(parseIsoNs('2023-05-25T15:44:05.478445995+02:00'), 1685022245478445995n);
+    assert.equal(parseIsoNs('1970-01-01T00:00:00Z'), 0n);
+    assert.equal(parseIsoNs('not a time'), undefined);
+    assert.equal(parseIsoNs('2023-05-25 13:44:05Z'), undefined);
+  });
+
+  it('round-trips formatTimeNs and parseIsoNs', () => {
+    for (const ns of [1685022245478445995n, 0n, 1n, 999_999_999n, 1_000_000_000n, 1704164645000000001n, -1n, -1_500_000_000n]) {
+      const text = formatTimeNs(ns);
+      assert.match(text, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$/);
+      assert.equal(parseIsoNs(text), ns, text);
+    }
+    assert.equal(formatTimeNs(1685022245478445995n), '2023-05-25T13:44:05.478445995Z');
+    assert.equal(formatTimeNs(-1n), '1969-12-31T23:59:59.999999999Z');
+    assert.equal(eventTimeMs(fromFalcoJson(BASE)), 1685022245478);
+  });
+
+  it('normalises a gRPC response and its JSON twin to equal events', () => {
+    const fromJson = fromFalcoJson({
+      ...BASE,
+      output_fields: { 'evt.time': '1685022245478445995', 'fd.sip': null, 'proc.name': 'sh' },
+    });
+    const fromGrpc = fromGrpcResponse({
+      time: { seconds: '1685022245', nanos: 478445995 },
+      priority: 'CRITICAL',
+      rule: BASE.rule,
+      output: BASE.output,
+      output_fields: { 'evt.time': '1685022245478445995', 'fd.sip': 'null', 'proc.name': 'sh' },
+      hostname: BASE.hostname,
+      tags: BASE.tags,
+      source: '',
+      source_deprecated: 'SYSCALL',
+    });
+    assert.deepEqual(fromGrpc, fromJson);
+  });
+
+  it('classifies by tag', () => {
+    assert.equal(kindOfTags(['t1612_build', 'T1612']), 'build');
+    assert.equal(kindOfTags(['t1612_egress']), 'egress');
+    assert.equal(kindOfTags(['t1612_build', 't1612_egress']), 'egress');
+    assert.equal(kindOfTags(['container']), 'other');
+    assert.equal(kindOfTags([]), 'other');
+  });
+});
+
+describe('parseJsonPreservingBigInts', () => {
+  it('quotes integers too big for a double that appear outside strings', () => {
+    const v = parseJsonPreservingBigInts('{"a":1685022245478445995,"b":[9007199254740993, 12],"c":{"d":-12345678901234567890}}');
+    assert.deepEqual(v, { a: '1685022245478445995', b: ['9007199254740993', 12], c: { d: '-12345678901234567890' } });
+  });
+
+  it('leaves digits inside strings alone, escaped quotes included', () => {
+    const text = '{"s":"1685022245478445995","t":"say \\"1234567890123456789\\" ok","u":"\\\\","n":1234567890123456789}';
+    assert.deepEqual(parseJsonPreservingBigInts(text), {
+      s: '1685022245478445995',
+      t: 'say "1234567890123456789" ok',
+      u: '\\',
+      n: '1234567890123456789',
+    });
+  });
+
+  it('leaves floats, exponents and small numbers as numbers', () => {
+    const v = parseJsonPreservingBigInts(
+      '{"f":1.12345678901234567890,"g":12345678901234567.5,"e":1234567890123456789e2,"x":5e-1234567890123456,"small":-42,"z":0,"neg":-0.5}',
+    ) as Record<string, unknown>;
+    // Compared with what JSON.parse makes of the same text (the literals would lose precision).
+    assert.equal(v['f'], Number('1.12345678901234567890'));
+    assert.equal(v['g'], Number('12345678901234567.5'));
+    assert.equal(v['e'], Number('1234567890123456789e2'));
+    assert.equal(typeof v['g'], 'number');
+    assert.equal(v['x'], 0);
+    assert.equal(v['small'], -42);
+    assert.equal(v['z'], 0);
+    assert.equal(v['neg'], -0.5);
+  });
+
+  it('parses plain JSON unchanged and still rejects invalid JSON', () => {
+    assert.deepEqual(parseJsonPreservingBigInts('[1,"2",true,null]'), [1, '2', true, null]);
+    assert.equal(parseJsonPreservingBigInts('1234567890123456789'), '1234567890123456789');
+    assert.throws(() => parseJsonPreservingBigInts('{"a":1234567890123456789'), SyntaxError);
+    assert.throws(() => parseJsonPreservingBigInts('{"a": 01234567890123456789}'), SyntaxError);
+  });
+
+  it('keeps evt.time of a Falco event exact end to end', () => {
+    const e = fromFalcoJson(
+      parseJsonPreservingBigInts(
+        `{"time":"2023-05-25T13:44:05.478445995Z","rule":"r","priority":"Critical","output_fields":{"evt.time":1685022245478445995,"proc.pid":7}}`,
+      ),
+    );
+    assert.equal(e.fields['evt.time'], '1685022245478445995');
+    assert.equal(e.fields['proc.pid'], '7');
+    assert.equal(BigInt(e.fields['evt.time'] as string), e.timeNs);
+  });
+});
