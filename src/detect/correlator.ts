@@ -1,0 +1,623 @@
+/**
+ * The Correlator: the Intake's consumer. Build signals open and extend sessions; egress events
+ * feed the environment's first-seen set; an attributed egress to a new IP (past learning, not
+ * allow-listed) raises one alert per (session, IP), deduplicated fleet-wide.
+ *
+ * Hot path: an egress to an IP in the local known-IP cache is decided synchronously with no
+ * allocation beyond reading its fields. Everything else (cache misses, session write-through,
+ * last-seen refreshes) is collected and decided in batches, one store round trip per batch.
+ * While Redis is unreachable the batch waits in a bounded buffer (`redis_buffer_size`) and
+ * `ready` is false; overflow is counted and logged.
+ *
+ * Clocks:
+ * - event time (Falco's stamp) for build windows, skew tolerance and the learning period, so
+ *   late and replayed events are judged by when they happened;
+ * - `now()` (wall clock, injectable) for first-seen retention and last-seen refreshes, the
+ *   local cache's validity, the alert's `time`, and the out-of-order grace of unattributed
+ *   egress (how long we wait for a late build signal).
+ */
+import { performance } from 'node:perf_hooks';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { describeError } from '../errors.js';
+import { TAG_BUILD, TAG_EGRESS, type FalcoEvent } from '../falco/event.js';
+import type { Metrics } from '../ops/metrics.js';
+import { Backoff } from '../ops/backoff.js';
+import type { Stores } from '../store/stores.js';
+import type { DecideItem, DecideResult } from '../store/first-seen.js';
+import type { Alert, AlertSink } from './alert.js';
+import { attribute, severityOf, type AttributionResult } from './attribution.js';
+import { buildAlert } from './build-alert.js';
+import { classifyBuild, classifyEgress, egressDestination, type EgressSignal } from './classify.js';
+import { CidrSet, DomainSuffixSet, isIgnoredAddress } from './net.js';
+import { SessionTable } from './sessions.js';
+
+export interface CorrelatorDeps {
+  stores: Stores;
+  sink: AlertSink;
+  metrics: Metrics;
+  logger: Logger;
+  /** Wall clock, ms. @default Date.now */
+  now?: () => number;
+}
+
+/** An egress event waiting for a first-seen decision. */
+interface Pending {
+  sig: EgressSignal;
+  /** Wall clock when handed in (retention clock). */
+  nowMs: number;
+  /** performance.now() when handed in (event-to-alert histogram). */
+  t0: number;
+  token: string;
+  /** Computed once the host's stored sessions are loaded; undefined until then. */
+  attribution?: AttributionResult | null;
+}
+
+/** A new, unattributed egress kept briefly in case its build signal arrives late. */
+interface Orphan {
+  sig: EgressSignal;
+  firstSeenAt: number;
+  token: string;
+  t0: number;
+  addedAt: number;
+}
+
+/** A retro-attributed orphan waiting for its dedupe claim. */
+interface Retro {
+  orphan: Orphan;
+  attribution: AttributionResult;
+}
+
+interface Undelivered {
+  alert: Alert;
+  t0: number;
+}
+
+const BATCH = 1000;
+const MAX_TOUCHES = 10_000;
+const MAX_ORPHANS = 1024;
+const MAX_ORPHANS_PER_HOST = 128;
+const MAX_UNDELIVERED = 10_000;
+const MAINTAIN_EVERY_MS = 30_000;
+const LOG_EVERY_MS = 10_000;
+/** Cached known IPs refresh their last-seen at most this often (retention is days). */
+const MAX_REFRESH_MS = 10 * 60_000;
+/** How long after their window a session's dedupe key lives, beyond the window itself. */
+const SESSION_TTL_MARGIN_MS = 60_000;
+
+export class Correlator {
+  private readonly now: () => number;
+  private readonly table: SessionTable;
+  private readonly allowCidrs: CidrSet;
+  private readonly allowDomains: DomainSuffixSet;
+  /** Known IPs -> wall-clock ms their last-seen was last written; Map order approximates LRU. */
+  private readonly cache = new Map<string, number>();
+  private readonly refreshMs: number;
+  private pending: Pending[] = [];
+  /** Pending count per IP, to coalesce a burst to one unknown IP from hosts without builds. */
+  private readonly pendingIps = new Map<string, number>();
+  private readonly touches = new Set<string>();
+  private readonly orphans = new Map<string, Orphan[]>();
+  private orphanCount = 0;
+  private retro: Retro[] = [];
+  private undelivered: Undelivered[] = [];
+  private readonly loadedHosts = new Set<string>();
+  private readonly hostsToLoad = new Set<string>();
+  private readonly tokenPrefix = randomBytes(6).toString('hex');
+  private tokenSeq = 0;
+  private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
+  private failing = false;
+  private readonly deliveryBackoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
+  private deliveryTimer: NodeJS.Timeout | undefined;
+  private delivering = false;
+  private running = false;
+  private immediate: NodeJS.Immediate | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly maintainTimer: NodeJS.Timeout;
+  private learningStart: number | undefined;
+  /** The known-IP gauge is first set after the first successful round trip. */
+  private counted = false;
+  private idleWaiters: (() => void)[] = [];
+  private roomWaiters: (() => void)[] = [];
+  private readonly lastLog = new Map<string, { at: number; suppressed: number }>();
+  private closed = false;
+  /** Set once close() finished: no more retries. */
+  private stopped = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly deps: CorrelatorDeps,
+  ) {
+    this.now = deps.now ?? Date.now;
+    this.table = new SessionTable({
+      buildWindowMs: cfg.buildWindowMs,
+      clockSkewMs: cfg.clockSkewMs,
+      maxSessions: cfg.maxSessions,
+    });
+    this.allowCidrs = new CidrSet(cfg.allowCidrs);
+    this.allowDomains = new DomainSuffixSet(cfg.allowDomains);
+    this.refreshMs = Math.min(MAX_REFRESH_MS, Math.floor(cfg.firstSeenRetentionMs / 4));
+    this.maintainTimer = setInterval(() => void this.maintain(), MAINTAIN_EVERY_MS);
+    this.maintainTimer.unref();
+  }
+
+  /** False while Redis is unreachable and egress decisions are being buffered. */
+  get ready(): boolean {
+    return !this.failing && this.deps.stores.redisUp();
+  }
+
+  /** Egress events waiting for a decision (tests, diagnostics). */
+  get backlog(): number {
+    return this.pending.length;
+  }
+
+  /**
+   * The Intake consumer. Synchronous except when the decision buffer is full while Redis is
+   * up: then it returns a promise that resolves when there is room (backpressure).
+   */
+  handle(ev: FalcoEvent): void | Promise<void> {
+    if (this.closed) return;
+    try {
+      const tags = ev.tags;
+      if (!Array.isArray(tags)) return;
+      if (tags.includes(TAG_EGRESS)) return this.onEgress(ev);
+      if (tags.includes(TAG_BUILD)) this.onBuild(ev);
+    } catch (err) {
+      this.log('warn', 'event-failed', { err: describeError(err), rule: ev?.rule }, 'correlator could not use event');
+    }
+    return;
+  }
+
+  /** Resolves once every event handed in so far is decided and its alerts are enqueued. */
+  flush(): Promise<void> {
+    if (this.isIdle() || this.stopped) return Promise.resolve();
+    this.schedule();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Stop taking events, flush within `shutdown_timeout`, stop timers. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      clearInterval(this.maintainTimer);
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), this.cfg.shutdownTimeoutMs);
+        timer.unref();
+      });
+      const result = await Promise.race([this.flush().then(() => 'ok' as const), deadline]);
+      clearTimeout(timer);
+      if (this.immediate) clearImmediate(this.immediate);
+      if (this.retryTimer) clearTimeout(this.retryTimer);
+      if (this.deliveryTimer) clearTimeout(this.deliveryTimer);
+      this.immediate = undefined;
+      this.retryTimer = undefined;
+      this.deliveryTimer = undefined;
+      if (result === 'timeout') {
+        const lost = this.pending.length + this.retro.length;
+        if (lost > 0) this.deps.metrics.droppedEvents.inc({ reason: 'shutdown' }, lost);
+        this.deps.logger.warn(
+          { undecided: lost, undelivered: this.undelivered.length },
+          'correlator closed before every event was decided',
+        );
+      }
+      this.stopped = true;
+      const idle = this.idleWaiters.splice(0);
+      for (const w of idle) w();
+      this.wakeRoom();
+    })();
+    return this.closing;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Event intake
+  // ---------------------------------------------------------------------------------------
+
+  private onEgress(ev: FalcoEvent): void | Promise<void> {
+    // Only canonical texts enter the cache, so a raw hit needs no normalising (IPv6 parsing
+    // allocates); a miss normalises and looks again.
+    const raw = ev.fields['fd.sip'];
+    let seen = raw ? this.cache.get(raw) : undefined;
+    const ip = seen !== undefined ? (raw as string) : egressDestination(ev);
+    if (ip === null) return;
+    if (seen === undefined && ip !== raw) seen = this.cache.get(ip);
+    const now = this.now();
+    if (seen !== undefined && now - seen < this.cfg.firstSeenRetentionMs) {
+      if (now - seen >= this.refreshMs) this.refresh(ip, now);
+      return;
+    }
+    if (isIgnoredAddress(ip) || this.allowCidrs.contains(ip)) return;
+    if (!this.allowDomains.empty && this.allowDomains.matches(ev.fields['fd.sip.name'] ?? null)) return;
+    const host = ev.hostname || this.cfg.hostname;
+    // A burst to one unknown IP from a host with no build in sight: the first event records it.
+    if (this.pendingIps.has(ip) && this.loadedHosts.has(host) && !this.table.hasAny(host)) return;
+    const sig = classifyEgress(ev, host, ip);
+    if (sig === null) return;
+    return this.enqueue({ sig, nowMs: now, t0: performance.now(), token: this.token() });
+  }
+
+  private onBuild(ev: FalcoEvent): void {
+    const sig = classifyBuild(ev, ev.hostname || this.cfg.hostname);
+    if (!this.loadedHosts.has(sig.host)) this.hostsToLoad.add(sig.host);
+    const session = this.table.applyBuild(sig);
+    if (session) this.retroAttribute(sig.host);
+    if (this.table.hasDirty || this.hostsToLoad.size > 0 || this.retro.length > 0) this.schedule();
+  }
+
+  private enqueue(p: Pending): void | Promise<void> {
+    if (this.pending.length >= this.cfg.redisBufferSize) {
+      if (this.outage()) {
+        this.deps.metrics.droppedEvents.inc({ reason: 'redis_buffer_full' });
+        this.log('warn', 'buffer-full', { buffer: this.cfg.redisBufferSize, ip: p.sig.ip, rule: p.sig.event.rule },
+          'redis unreachable and decision buffer full: egress event dropped');
+        return;
+      }
+      this.push(p);
+      return new Promise((resolve) => this.roomWaiters.push(resolve));
+    }
+    this.push(p);
+    return;
+  }
+
+  private push(p: Pending): void {
+    this.pending.push(p);
+    this.pendingIps.set(p.sig.ip, (this.pendingIps.get(p.sig.ip) ?? 0) + 1);
+    if (!this.loadedHosts.has(p.sig.host)) this.hostsToLoad.add(p.sig.host);
+    this.schedule();
+  }
+
+  private refresh(ip: string, now: number): void {
+    // Re-insert so the Map's order tracks use; the store write is batched and lazy.
+    this.cache.delete(ip);
+    this.cache.set(ip, now);
+    if (this.touches.size < MAX_TOUCHES) {
+      this.touches.add(ip);
+      this.schedule();
+    }
+  }
+
+  private remember(ip: string, now: number): void {
+    if (this.cfg.knownIpCacheSize === 0) return;
+    this.cache.delete(ip);
+    this.cache.set(ip, now);
+    if (this.cache.size > this.cfg.knownIpCacheSize) {
+      const oldest = this.cache.keys().next();
+      if (!oldest.done) this.cache.delete(oldest.value);
+    }
+  }
+
+  private token(): string {
+    return `${this.tokenPrefix}:${(this.tokenSeq++).toString(36)}`;
+  }
+
+  private outage(): boolean {
+    return this.failing || !this.deps.stores.redisUp();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Batched decisions
+  // ---------------------------------------------------------------------------------------
+
+  private hasWork(): boolean {
+    return (
+      this.pending.length > 0 ||
+      this.touches.size > 0 ||
+      this.retro.length > 0 ||
+      this.hostsToLoad.size > 0 ||
+      this.table.hasDirty
+    );
+  }
+
+  private isIdle(): boolean {
+    return !this.running && !this.hasWork() && this.undelivered.length === 0 && !this.delivering;
+  }
+
+  private resolveIdle(): void {
+    if (!this.isIdle()) return;
+    const idle = this.idleWaiters.splice(0);
+    for (const w of idle) w();
+  }
+
+  private schedule(): void {
+    if (this.running || this.immediate || this.retryTimer) return;
+    this.immediate = setImmediate(() => {
+      this.immediate = undefined;
+      void this.tick();
+    });
+  }
+
+  private async tick(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.hasWork()) {
+        if (!this.deps.stores.redisUp()) throw new Error('redis is not connected');
+        await this.persistAndLoad();
+        await this.decideBatch();
+        await this.claimRetro();
+        if (!this.counted) {
+          this.counted = true;
+          void this.maintain();
+        }
+        if (this.failing) {
+          this.failing = false;
+          this.backoff.reset();
+          this.deps.logger.info({ backlog: this.pending.length }, 'redis reachable again; deciding buffered events');
+        }
+      }
+    } catch (err) {
+      if (!this.failing) {
+        this.deps.logger.warn({ err: describeError(err), backlog: this.pending.length }, 'redis unavailable; buffering egress decisions');
+      }
+      this.failing = true;
+      this.wakeRoom(); // stop backpressure: while Redis is down, overflow is dropped and counted
+      if (!this.stopped) {
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          void this.tick();
+        }, this.backoff.next());
+      }
+    } finally {
+      this.running = false;
+      if (this.pending.length < this.cfg.redisBufferSize) this.wakeRoom();
+      if (this.hasWork()) {
+        if (!this.retryTimer) this.schedule();
+      } else {
+        this.resolveIdle();
+      }
+    }
+  }
+
+  private async persistAndLoad(): Promise<void> {
+    const env = this.cfg.environment;
+    if (this.hostsToLoad.size > 0) {
+      const hosts = [...this.hostsToLoad];
+      const loaded = await this.deps.stores.sessions.load(env, hosts);
+      for (const h of hosts) {
+        const snap = loaded.get(h);
+        if (snap) this.table.merge(h, snap);
+        this.hostsToLoad.delete(h);
+        if (this.loadedHosts.size >= 4 * this.cfg.maxSessions) this.loadedHosts.clear();
+        this.loadedHosts.add(h);
+      }
+      if (loaded.size > 0) for (const h of loaded.keys()) this.retroAttribute(h);
+    }
+    if (this.table.hasDirty) {
+      const writes = this.table.takeDirty();
+      try {
+        await this.deps.stores.sessions.write(env, writes, this.sessionTtl());
+      } catch (err) {
+        this.table.restoreDirty(writes);
+        throw err;
+      }
+    }
+  }
+
+  private sessionTtl(): number {
+    return this.cfg.buildWindowMs + this.cfg.clockSkewMs + SESSION_TTL_MARGIN_MS;
+  }
+
+  private claimTtl(): number {
+    return 2 * this.cfg.buildWindowMs + this.cfg.clockSkewMs + SESSION_TTL_MARGIN_MS;
+  }
+
+  private async decideBatch(): Promise<void> {
+    if (this.pending.length === 0 && this.touches.size === 0) return;
+    const batch = this.pending.slice(0, BATCH);
+    const items: DecideItem[] = [];
+    let minTime = Number.POSITIVE_INFINITY;
+    for (const p of batch) {
+      if (p.attribution === undefined) {
+        p.attribution = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.cfg.attributeWindowOnly);
+      }
+      minTime = Math.min(minTime, p.sig.timeMs);
+      items.push({ ip: p.sig.ip, eventTimeMs: p.sig.timeMs, token: p.token, claim: p.attribution?.session.id ?? null });
+    }
+    const now = this.now();
+    const touched: string[] = [];
+    for (const ip of this.touches) {
+      if (items.length >= 2 * BATCH) break;
+      touched.push(ip);
+      items.push({ ip, eventTimeMs: now, token: '', claim: null });
+    }
+    const { results, learningStart } = await this.deps.stores.firstSeen.decide(this.cfg.environment, items, {
+      nowMs: now,
+      retentionMs: this.cfg.firstSeenRetentionMs,
+      learningPeriodMs: this.cfg.learningPeriodMs,
+      learningStartCandidate: this.learningStart ?? (Number.isFinite(minTime) ? minTime : now),
+      claimTtlMs: this.claimTtl(),
+    });
+    for (const ip of touched) this.touches.delete(ip);
+    this.pending.splice(0, batch.length);
+    const decided: Promise<void>[] = [];
+    batch.forEach((p, i) => {
+      const n = (this.pendingIps.get(p.sig.ip) ?? 1) - 1;
+      if (n <= 0) this.pendingIps.delete(p.sig.ip);
+      else this.pendingIps.set(p.sig.ip, n);
+      const r = results[i];
+      if (r) decided.push(this.decided(p, r));
+    });
+    // Remembered so a Redis that lost its data (no persistence) cannot restart learning.
+    if (learningStart !== null) this.learningStart = learningStart;
+    this.wakeRoom();
+    await Promise.all(decided);
+  }
+
+  private async decided(p: Pending, r: DecideResult): Promise<void> {
+    this.remember(p.sig.ip, p.nowMs);
+    if (!r.isNew || r.learning) return;
+    const a = p.attribution;
+    if (!a) {
+      const orphan = { sig: p.sig, firstSeenAt: r.firstSeenAt, token: p.token, t0: p.t0, addedAt: this.now() };
+      // A build signal may have landed while this decision was in flight.
+      const late = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.cfg.attributeWindowOnly);
+      if (late) this.retro.push({ orphan, attribution: late });
+      else this.keepOrphan(orphan);
+      return;
+    }
+    if (!r.claimed) return; // this (session, IP) already alerted, here or on another daemon
+    await this.raise(p.sig, a, r.firstSeenAt, p.t0);
+  }
+
+  private async raise(sig: EgressSignal, a: AttributionResult, firstSeenAt: number, t0: number): Promise<void> {
+    const severity = severityOf(a.session, a.kind);
+    const alert = buildAlert({
+      environment: this.cfg.environment,
+      session: a.session,
+      egress: sig,
+      attribution: a.kind,
+      severity,
+      firstSeenAt,
+      nowMs: this.now(),
+    });
+    this.deps.metrics.alerts.inc({ severity });
+    this.deps.logger.info(
+      { alert: alert.id, severity, session: a.session.id, ip: sig.ip, attribution: a.kind, host: sig.host },
+      'T1612 alert',
+    );
+    await this.deliver({ alert, t0 });
+  }
+
+  private async deliver(u: Undelivered): Promise<void> {
+    try {
+      await this.deps.sink.enqueue(u.alert);
+      this.deps.metrics.eventToAlertSeconds.observe((performance.now() - u.t0) / 1000);
+    } catch (err) {
+      this.log('warn', 'sink-failed', { err: describeError(err), alert: u.alert.id }, 'alert sink refused an alert; will retry');
+      if (this.undelivered.length >= MAX_UNDELIVERED) {
+        this.deps.metrics.droppedEvents.inc({ reason: 'sink_backlog_full' });
+        this.deps.logger.error({ alert: u.alert }, 'alert sink backlog full: alert dropped');
+        return;
+      }
+      this.undelivered.push(u);
+      this.scheduleRedelivery();
+    }
+  }
+
+  /** Alerts the sink refused are retried on their own timer: a sink problem is not a Redis outage. */
+  private scheduleRedelivery(): void {
+    if (this.deliveryTimer || this.stopped) return;
+    this.deliveryTimer = setTimeout(() => {
+      this.deliveryTimer = undefined;
+      void this.redeliver();
+    }, this.deliveryBackoff.next());
+  }
+
+  private async redeliver(): Promise<void> {
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      const batch = this.undelivered.splice(0);
+      for (const u of batch) await this.deliver(u);
+      if (this.undelivered.length === 0) this.deliveryBackoff.reset();
+    } finally {
+      this.delivering = false;
+      this.resolveIdle();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Late build signals: unattributed new IPs wait a clock-skew's time for their session
+  // ---------------------------------------------------------------------------------------
+
+  private keepOrphan(o: Orphan): void {
+    this.expireOrphans();
+    let list = this.orphans.get(o.sig.host);
+    if (!list) {
+      list = [];
+      this.orphans.set(o.sig.host, list);
+    }
+    if (list.length >= MAX_ORPHANS_PER_HOST || this.orphanCount >= MAX_ORPHANS) return;
+    list.push(o);
+    this.orphanCount++;
+  }
+
+  private expireOrphans(): void {
+    const horizon = this.now() - this.cfg.clockSkewMs;
+    for (const [host, list] of this.orphans) {
+      const keep = list.filter((o) => o.addedAt >= horizon);
+      this.orphanCount -= list.length - keep.length;
+      if (keep.length === 0) this.orphans.delete(host);
+      else if (keep.length !== list.length) this.orphans.set(host, keep);
+    }
+  }
+
+  private retroAttribute(host: string): void {
+    const list = this.orphans.get(host);
+    if (!list || list.length === 0) return;
+    this.expireOrphans();
+    const keep: Orphan[] = [];
+    for (const o of this.orphans.get(host) ?? []) {
+      const a = attribute(o.sig, this.table.openAt(host, o.sig.timeMs), this.cfg.attributeWindowOnly);
+      if (a) this.retro.push({ orphan: o, attribution: a });
+      else keep.push(o);
+    }
+    this.orphanCount -= (this.orphans.get(host)?.length ?? 0) - keep.length;
+    if (keep.length > 0) this.orphans.set(host, keep);
+    else this.orphans.delete(host);
+    if (this.retro.length > 0) this.schedule();
+  }
+
+  private async claimRetro(): Promise<void> {
+    while (this.retro.length > 0) {
+      // Sent together: ioredis writes them back to back, one round trip for the lot.
+      const batch = this.retro.slice(0, BATCH);
+      const claimed = await Promise.all(
+        batch.map((r) =>
+          this.deps.stores.firstSeen.claim(
+            this.cfg.environment,
+            r.attribution.session.id,
+            r.orphan.sig.ip,
+            r.orphan.token,
+            this.claimTtl(),
+          ),
+        ),
+      );
+      this.retro.splice(0, batch.length);
+      await Promise.all(
+        batch.map((r, i) =>
+          claimed[i] ? this.raise(r.orphan.sig, r.attribution, r.orphan.firstSeenAt, r.orphan.t0) : undefined,
+        ),
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Housekeeping
+  // ---------------------------------------------------------------------------------------
+
+  private async maintain(): Promise<void> {
+    if (!this.deps.stores.redisUp()) return;
+    try {
+      const n = await this.deps.stores.firstSeen.maintain(this.cfg.environment, this.now(), this.cfg.firstSeenRetentionMs);
+      this.deps.metrics.knownIps.set(n);
+    } catch (err) {
+      this.log('warn', 'maintain-failed', { err: describeError(err) }, 'first-seen maintenance failed');
+    }
+  }
+
+  /** Count the known-IP set now (also runs every 30 s). */
+  async countKnownIps(): Promise<void> {
+    await this.maintain();
+  }
+
+  private wakeRoom(): void {
+    if (this.roomWaiters.length === 0) return;
+    const w = this.roomWaiters.splice(0);
+    for (const fn of w) fn();
+  }
+
+  /** Log at most once per LOG_EVERY_MS per key, reporting how many were suppressed. */
+  private log(level: 'warn' | 'error', key: string, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    const last = this.lastLog.get(key);
+    if (last && now - last.at < LOG_EVERY_MS) {
+      last.suppressed++;
+      return;
+    }
+    this.lastLog.set(key, { at: now, suppressed: 0 });
+    this.deps.logger[level]({ ...fields, suppressed: last?.suppressed ?? 0 }, msg);
+  }
+}

@@ -1,0 +1,362 @@
+/**
+ * Build sessions in the correlator's memory: which builds are open on which host, and what
+ * identifies them (builder pids, BuildKit/buildah cgroup ids, build containers, image tags).
+ *
+ * A session opens on the first build signal on a host, is extended by every further build
+ * activity, and covers egress up to `build_window` after its last activity. Clock: event time
+ * only (windows must hold for replayed and late events), with `clock_skew` of tolerance on the
+ * opening side. This table is the working copy; changes are handed to the store through
+ * `takeDirty()` (write-through), and sessions loaded from the store after a restart are
+ * merged in with `merge()`.
+ */
+import { createHash } from 'node:crypto';
+import type { AlertEvidence } from './alert.js';
+import type { BuildSignal } from './classify.js';
+import { cgroupMatches } from './classify.js';
+import { formatTimeNs } from '../falco/event.js';
+import { truncate } from '../ops/logger.js';
+import type { HostSnapshot, RemoteAccept, SessionRecord, SessionWrite } from '../store/build-sessions.js';
+
+const MAX_PIDS = 64;
+const MAX_CGROUPS = 32;
+const MAX_CONTAINERS = 16;
+const MAX_IMAGES = 16;
+const MAX_EVIDENCE = 4;
+const MAX_OUTPUT = 1000;
+/**
+ * A remote Docker API accept makes build activity remote when it came at most this long
+ * before: a client uploads its build context between the accept and the first build step, and
+ * contexts of a few hundred MB take a while on a slow link.
+ */
+export const REMOTE_LINK_MS = 120_000;
+
+export interface SessionTableOptions {
+  buildWindowMs: number;
+  clockSkewMs: number;
+  maxSessions: number;
+}
+
+interface HostState {
+  sessions: SessionRecord[];
+  remote: RemoteAccept | null;
+  /** Latest event time seen for this host, ms (drives pruning). */
+  latest: number;
+}
+
+interface DirtyHost {
+  upsert: Map<string, SessionRecord>;
+  remove: Set<string>;
+  remote?: RemoteAccept | undefined;
+}
+
+function pushCapped<T>(list: T[], value: T, cap: number): boolean {
+  if (list.includes(value) || list.length >= cap) return false;
+  list.push(value);
+  return true;
+}
+
+export function evidenceOf(sig: { event: BuildSignal['event'] }): AlertEvidence {
+  return {
+    time: formatTimeNs(sig.event.timeNs),
+    rule: sig.event.rule,
+    output: truncate(sig.event.output, MAX_OUTPUT),
+  };
+}
+
+/** Does the build signal share an identity key with the session? */
+function sharesKey(s: SessionRecord, sig: BuildSignal): boolean {
+  if (sig.proc.pid !== null && s.pids.includes(sig.proc.pid)) return true;
+  for (const p of sig.proc.ancestorPids) if (s.pids.includes(p)) return true;
+  for (const c of sig.cgroups) for (const k of s.cgroups) if (cgroupMatches(c, k)) return true;
+  if (sig.containerId !== null && s.containers.includes(sig.containerId)) return true;
+  for (const i of sig.images) if (s.images.includes(i)) return true;
+  return false;
+}
+
+function sharesRecordKey(a: SessionRecord, b: SessionRecord): boolean {
+  return (
+    a.pids.some((p) => b.pids.includes(p)) ||
+    a.cgroups.some((c) => b.cgroups.some((k) => cgroupMatches(c, k))) ||
+    a.containers.some((c) => b.containers.includes(c))
+  );
+}
+
+/** Container ids worth recording: the build runs inside them (kaniko, classic-builder steps). */
+function buildContainer(sig: BuildSignal): string | null {
+  if (sig.containerId === null) return null;
+  if (sig.activity === 'step') return sig.containerId;
+  const kaniko = (sig.image ?? '').includes('kaniko-project/executor') || sig.proc.exepath === '/kaniko/executor';
+  return kaniko ? sig.containerId : null;
+}
+
+function sessionId(host: string, key: string, startedAt: number): string {
+  return createHash('sha256').update(`${host}\u0000${key}\u0000${startedAt}`).digest('hex').slice(0, 20);
+}
+
+export class SessionTable {
+  private readonly hosts = new Map<string, HostState>();
+  private readonly dirty = new Map<string, DirtyHost>();
+  private total = 0;
+
+  constructor(private readonly opts: SessionTableOptions) {}
+
+  /** Open sessions held, all hosts. */
+  get size(): number {
+    return this.total;
+  }
+
+  get hasDirty(): boolean {
+    return this.dirty.size > 0;
+  }
+
+  /** True when the host holds any session at all (cheap pre-check for the hot path). */
+  hasAny(host: string): boolean {
+    const h = this.hosts.get(host);
+    return h !== undefined && h.sessions.length > 0;
+  }
+
+  /** Does session `s` cover event time `t`? */
+  covers(s: SessionRecord, t: number): boolean {
+    return s.startedAt - this.opts.clockSkewMs <= t && t <= s.lastActivity + this.opts.buildWindowMs;
+  }
+
+  /** Sessions on `host` covering event time `t`, most recently active first. */
+  openAt(host: string, t: number): SessionRecord[] {
+    const h = this.hosts.get(host);
+    if (!h || h.sessions.length === 0) return [];
+    const out = h.sessions.filter((s) => this.covers(s, t));
+    if (out.length > 1) out.sort((a, b) => b.lastActivity - a.lastActivity);
+    return out;
+  }
+
+  /**
+   * Apply a build signal; returns the session it opened or extended, or null (an API accept
+   * with nothing to extend, or a layer commit outside any build).
+   */
+  applyBuild(sig: BuildSignal): SessionRecord | null {
+    const h = this.host(sig.host);
+    const t = sig.timeMs;
+    h.latest = Math.max(h.latest, t);
+    this.prune(sig.host, h);
+    if (sig.activity === 'api') {
+      if (sig.remotePeer === null) return null;
+      if (!h.remote || h.remote.timeMs <= t) {
+        h.remote = { peer: sig.remotePeer, timeMs: t };
+        this.markRemote(sig.host, h.remote);
+      }
+      // A build that opened just after this accept but whose signals arrived first (several
+      // Falco sources, reconnects). Builds already running before it are linked only by
+      // their next activity (see below), not retroactively.
+      for (const s of h.sessions) {
+        if (s.remotePeer === null && s.startedAt >= t - this.opts.clockSkewMs && s.startedAt <= t + REMOTE_LINK_MS) {
+          this.setRemote(s, sig.remotePeer);
+          this.markUpsert(s);
+        }
+      }
+      return null;
+    }
+    const open = h.sessions.filter((s) => this.covers(s, t));
+    let s = open.find((x) => sharesKey(x, sig));
+    // A step, a daemon start or a layer commit carries no link to the CLI that asked for it
+    // (the CLI talks to the daemon over a socket): it belongs to the build in progress.
+    if (!s && sig.activity !== 'cli' && open.length > 0) {
+      s = open.reduce((a, b) => (b.lastActivity > a.lastActivity ? b : a));
+    }
+    if (!s) {
+      if (sig.activity === 'commit') return null;
+      s = this.open(sig, h);
+    } else {
+      this.extend(s, sig);
+    }
+    if (s.remotePeer === null && h.remote && h.remote.timeMs >= t - REMOTE_LINK_MS && h.remote.timeMs <= t + this.opts.clockSkewMs) {
+      this.setRemote(s, h.remote.peer);
+    }
+    this.markUpsert(s);
+    return s;
+  }
+
+  /** Merge sessions loaded from the store (after a restart, or written by another daemon). */
+  merge(host: string, snap: HostSnapshot): void {
+    const h = this.host(host);
+    if (snap.remote && (!h.remote || h.remote.timeMs < snap.remote.timeMs)) h.remote = snap.remote;
+    for (const rec of snap.sessions) {
+      h.latest = Math.max(h.latest, rec.lastActivity);
+      const local = h.sessions.find((s) => s.id === rec.id) ?? h.sessions.find((s) => sharesRecordKey(s, rec));
+      if (!local) {
+        h.sessions.push(rec);
+        this.total++;
+        continue;
+      }
+      // Keep the older id: it is the one other daemons and dedupe keys already use.
+      if (rec.startedAt < local.startedAt) {
+        const oldId = local.id;
+        local.id = rec.id;
+        local.trigger = rec.trigger;
+        local.startedAt = rec.startedAt;
+        this.dirtyHost(host).upsert.delete(oldId);
+        this.dirtyHost(host).remove.add(oldId);
+      }
+      local.lastActivity = Math.max(local.lastActivity, rec.lastActivity);
+      if (local.remotePeer === null && rec.remotePeer !== null) this.setRemote(local, rec.remotePeer);
+      for (const p of rec.pids) pushCapped(local.pids, p, MAX_PIDS);
+      for (const c of rec.cgroups) pushCapped(local.cgroups, c, MAX_CGROUPS);
+      for (const c of rec.containers) pushCapped(local.containers, c, MAX_CONTAINERS);
+      for (const i of rec.images) pushCapped(local.images, i, MAX_IMAGES);
+      this.markUpsert(local);
+    }
+    this.prune(host, h);
+    this.evict();
+  }
+
+  /** Changes since the last call, to write through to the store. */
+  takeDirty(): SessionWrite[] {
+    const out: SessionWrite[] = [];
+    for (const [host, d] of this.dirty) {
+      out.push({ host, upsert: [...d.upsert.values()], remove: [...d.remove], remote: d.remote });
+    }
+    this.dirty.clear();
+    return out;
+  }
+
+  /** Put changes back after a failed write (newer changes win). */
+  restoreDirty(writes: readonly SessionWrite[]): void {
+    for (const w of writes) {
+      const d = this.dirtyHost(w.host);
+      for (const s of w.upsert) if (!d.upsert.has(s.id) && !d.remove.has(s.id)) d.upsert.set(s.id, s);
+      for (const id of w.remove) if (!d.upsert.has(id)) d.remove.add(id);
+      if (w.remote && (!d.remote || d.remote.timeMs < w.remote.timeMs)) d.remote = w.remote;
+    }
+  }
+
+  private host(name: string): HostState {
+    let h = this.hosts.get(name);
+    if (!h) {
+      if (this.hosts.size >= 2 * this.opts.maxSessions) {
+        // Hosts that only remember a remote accept are the cheapest to forget.
+        for (const [n, x] of this.hosts) if (x.sessions.length === 0) this.hosts.delete(n);
+      }
+      h = { sessions: [], remote: null, latest: 0 };
+      this.hosts.set(name, h);
+    }
+    return h;
+  }
+
+  private dirtyHost(host: string): DirtyHost {
+    let d = this.dirty.get(host);
+    if (!d) {
+      d = { upsert: new Map(), remove: new Set() };
+      this.dirty.set(host, d);
+    }
+    return d;
+  }
+
+  private markUpsert(s: SessionRecord): void {
+    const d = this.dirtyHost(s.host);
+    d.remove.delete(s.id);
+    d.upsert.set(s.id, s);
+  }
+
+  private markRemote(host: string, r: RemoteAccept): void {
+    this.dirtyHost(host).remote = r;
+  }
+
+  private setRemote(s: SessionRecord, peer: string): void {
+    s.remotePeer = peer;
+    s.trigger = { ...s.trigger, remote_peer: peer };
+  }
+
+  private open(sig: BuildSignal, h: HostState): SessionRecord {
+    const key =
+      sig.cgroups[0] ??
+      buildContainer(sig) ??
+      sig.images[0] ??
+      (sig.proc.pid !== null ? `pid:${sig.proc.pid}` : `${sig.activity}:${sig.event.rule}`);
+    const s: SessionRecord = {
+      id: sessionId(sig.host, key, sig.timeMs),
+      host: sig.host,
+      startedAt: sig.timeMs,
+      lastActivity: sig.timeMs,
+      remotePeer: null,
+      trigger: {
+        rule: sig.event.rule,
+        proc_name: sig.proc.name,
+        cmdline: sig.proc.cmdline === null ? null : truncate(sig.proc.cmdline, MAX_OUTPUT),
+        user: sig.proc.user,
+        container_id: sig.containerId ?? (sig.event.fields['container.id'] ?? null),
+        remote_peer: null,
+      },
+      evidence: [],
+      pids: [],
+      cgroups: [],
+      containers: [],
+      images: [],
+    };
+    this.addKeys(s, sig);
+    s.evidence.push(evidenceOf(sig));
+    h.sessions.push(s);
+    this.total++;
+    this.evict();
+    return s;
+  }
+
+  private extend(s: SessionRecord, sig: BuildSignal): void {
+    s.lastActivity = Math.max(s.lastActivity, sig.timeMs);
+    s.startedAt = Math.min(s.startedAt, sig.timeMs);
+    this.addKeys(s, sig);
+    // The first signal stays (it is the trigger); the rest is the most recent activity.
+    if (s.evidence.length >= MAX_EVIDENCE) s.evidence.splice(1, 1);
+    s.evidence.push(evidenceOf(sig));
+  }
+
+  private addKeys(s: SessionRecord, sig: BuildSignal): void {
+    if (sig.proc.pid !== null) {
+      if (s.pids.length >= MAX_PIDS) s.pids.splice(1, 1); // keep the builder's own pid
+      pushCapped(s.pids, sig.proc.pid, MAX_PIDS);
+    }
+    for (const c of sig.cgroups) pushCapped(s.cgroups, c, MAX_CGROUPS);
+    const ctr = buildContainer(sig);
+    if (ctr !== null) pushCapped(s.containers, ctr, MAX_CONTAINERS);
+    for (const i of sig.images) pushCapped(s.images, i, MAX_IMAGES);
+  }
+
+  /**
+   * Drop sessions long past their window. The grace of one more window keeps a session around
+   * for egress events that are still waiting for a decision (a Redis outage) when newer build
+   * activity on the host has moved `latest` on.
+   */
+  private prune(host: string, h: HostState): void {
+    const horizon = h.latest - 2 * this.opts.buildWindowMs - this.opts.clockSkewMs;
+    if (h.sessions.every((s) => s.lastActivity >= horizon)) return;
+    h.sessions = h.sessions.filter((s) => {
+      if (s.lastActivity >= horizon) return true;
+      this.total--;
+      this.dirtyHost(host).upsert.delete(s.id);
+      this.dirtyHost(host).remove.add(s.id);
+      return false;
+    });
+    if (h.sessions.length === 0 && (!h.remote || h.remote.timeMs < horizon)) this.hosts.delete(host);
+  }
+
+  /** Keep at most `maxSessions`: the least recently active go first. */
+  private evict(): void {
+    while (this.total > this.opts.maxSessions) {
+      let victimHost: string | undefined;
+      let victim: SessionRecord | undefined;
+      for (const [name, h] of this.hosts) {
+        for (const s of h.sessions) {
+          if (!victim || s.lastActivity < victim.lastActivity) {
+            victim = s;
+            victimHost = name;
+          }
+        }
+      }
+      if (!victim || victimHost === undefined) return;
+      const h = this.hosts.get(victimHost);
+      if (!h) return;
+      h.sessions = h.sessions.filter((s) => s !== victim);
+      this.total--;
+      this.dirtyHost(victimHost).upsert.delete(victim.id);
+      if (h.sessions.length === 0 && !h.remote) this.hosts.delete(victimHost);
+    }
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * The store factory: Redis stores when `redis_url` / `redis_cluster_nodes` is set, in-memory
+ * stores otherwise. The Redis client is shared by both stores and owned here (`close()`).
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { describeError } from '../errors.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { BuildSessionStore } from './build-sessions.js';
+import type { FirstSeenStore } from './first-seen.js';
+import { MemoryBuildSessionStore } from './memory/build-sessions.js';
+import { MemoryFirstSeenStore } from './memory/first-seen.js';
+import { RedisBuildSessionStore } from './redis/build-sessions.js';
+import { createRedisClient, waitReady, type RedisClient } from './redis/connection.js';
+import { RedisFirstSeenStore } from './redis/first-seen.js';
+
+export interface Stores {
+  readonly kind: 'redis' | 'memory';
+  readonly firstSeen: FirstSeenStore;
+  readonly sessions: BuildSessionStore;
+  /** True when the backing store can take commands now (always true in memory). */
+  redisUp(): boolean;
+  /** Idempotent. */
+  close(): Promise<void>;
+}
+
+/** How long start-up waits for Redis before carrying on not-ready (events are buffered). */
+const STARTUP_WAIT_MS = 5_000;
+/** The in-memory first-seen set never holds fewer IPs than this, whatever the cache size. */
+const MIN_MEMORY_IPS = 10_000;
+
+export async function createStores(
+  cfg: Config,
+  deps: { logger: Logger; metrics: Metrics; now?: () => number },
+): Promise<Stores> {
+  if (!cfg.redisUrl && cfg.redisClusterNodes.length === 0) {
+    deps.metrics.redisConnected.set(1);
+    return memoryStores(cfg, deps.now);
+  }
+  const client = createRedisClient({
+    url: cfg.redisUrl,
+    clusterNodes: cfg.redisClusterNodes,
+    name: 't1612d-correlator',
+    logger: deps.logger,
+  });
+  const setUp = (up: boolean) => (): void => deps.metrics.redisConnected.set(up ? 1 : 0);
+  client.on('ready', setUp(true));
+  client.on('close', setUp(false));
+  client.on('end', setUp(false));
+  try {
+    await waitReady(client, STARTUP_WAIT_MS);
+  } catch (err) {
+    deps.logger.warn({ err: describeError(err) }, 'redis not reachable at start; buffering until it is');
+  }
+  return new RedisStores(client, cfg.redisPrefix);
+}
+
+export function memoryStores(cfg: Config, now?: () => number): Stores {
+  const firstSeen = new MemoryFirstSeenStore(Math.max(cfg.knownIpCacheSize, MIN_MEMORY_IPS));
+  const sessions = new MemoryBuildSessionStore(cfg.maxSessions, now);
+  return {
+    kind: 'memory',
+    firstSeen,
+    sessions,
+    redisUp: () => true,
+    close: async () => {},
+  };
+}
+
+class RedisStores implements Stores {
+  readonly kind = 'redis' as const;
+  readonly firstSeen: FirstSeenStore;
+  readonly sessions: BuildSessionStore;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly client: RedisClient,
+    prefix: string,
+  ) {
+    this.firstSeen = new RedisFirstSeenStore(client, prefix);
+    this.sessions = new RedisBuildSessionStore(client, prefix);
+  }
+
+  redisUp(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      try {
+        await this.client.quit();
+      } catch {
+        this.client.disconnect();
+      }
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,161 @@
+// The session table: open, extend, key matching, remote linking, windows with skew, caps,
+// and merging sessions loaded from a store.
+import assert from 'node:assert/strict';
+import { classifyBuild, type BuildSignal } from '../src/detect/classify.js';
+import { SessionTable } from '../src/detect/sessions.js';
+import { attribute, severityOf } from '../src/detect/attribution.js';
+import { classifyEgress } from '../src/detect/classify.js';
+import type { FalcoEvent } from '../src/falco/event.js';
+import { Correlator } from '../src/detect/correlator.js';
+import { memoryStores } from '../src/store/stores.js';
+import { Metrics } from '../src/ops/metrics.js';
+import { silentLogger } from '../src/ops/logger.js';
+import { CollectingSink, loadEvents, testConfig, withDestination } from './support/scenarios.js';
+
+const WINDOW = 15 * 60_000;
+const SKEW = 30_000;
+const T = 1_772_446_500_000;
+
+function ev(tMs: number, fields: Record<string, string | null>, host = 'node-a', tags = ['t1612_build']): FalcoEvent {
+  return { timeNs: BigInt(tMs) * 1_000_000n, rule: 'r', priority: 'Notice', source: 'syscall', hostname: host, tags, output: 'o', fields };
+}
+
+function build(tMs: number, fields: Record<string, string | null>, host = 'node-a'): BuildSignal {
+  return classifyBuild(ev(tMs, fields, host), host);
+}
+
+describe('session table', () => {
+  const table = (): SessionTable => new SessionTable({ buildWindowMs: WINDOW, clockSkewMs: SKEW, maxSessions: 3 });
+
+  it('opens on a build CLI, extends on steps, covers the window after the last activity', () => {
+    const t = table();
+    const s = t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.cmdline': 'docker build -t a:1 .', 'proc.pid': '100' }));
+    assert.ok(s);
+    const step = t.applyBuild(
+      build(T + 60_000, { 'proc.name': 'runc', 'proc.pname': 'dockerd', 'proc.pid': '200', 'thread.cgroups': 'cpu=/docker/buildkit/abcdef' }),
+    );
+    assert.equal(step?.id, s.id, 'a step joins the build in progress');
+    assert.deepEqual(s.cgroups, ['buildkit:abcdef']);
+    assert.deepEqual(s.images, ['a:1']);
+    assert.equal(t.openAt('node-a', T - SKEW).length, 1, 'skew tolerance before the start');
+    assert.equal(t.openAt('node-a', T - SKEW - 1).length, 0);
+    assert.equal(t.openAt('node-a', T + 60_000 + WINDOW).length, 1);
+    assert.equal(t.openAt('node-a', T + 60_000 + WINDOW + 1).length, 0);
+    assert.equal(t.openAt('node-b', T).length, 0, 'sessions are per host');
+  });
+
+  it('keeps concurrent CLI builds apart, joins by pid lineage', () => {
+    const t = table();
+    const a = t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100' }));
+    const b = t.applyBuild(build(T + 1, { 'proc.name': 'podman', 'proc.pid': '300' }));
+    const child = t.applyBuild(build(T + 2, { 'proc.name': 'docker-buildx', 'proc.pid': '101', 'proc.ppid': '100' }));
+    assert.notEqual(a?.id, b?.id);
+    assert.equal(child?.id, a?.id);
+  });
+
+  it('a layer commit alone opens nothing; a remote accept makes the following build remote', () => {
+    const t = table();
+    assert.equal(t.applyBuild(build(T, { 'proc.name': 'exe', 'proc.pname': 'dockerd', 'proc.pid': '5' })), null);
+    assert.equal(t.applyBuild(build(T, { 'fd.cip': '198.51.100.7', 'fd.cport': '4000', 'proc.name': 'dockerd' })), null);
+    const s = t.applyBuild(build(T + 10_000, { 'proc.name': 'runc', 'proc.pname': 'dockerd', 'proc.pid': '7' }));
+    assert.equal(s?.remotePeer, '198.51.100.7:4000');
+    assert.equal(s?.trigger.remote_peer, '198.51.100.7:4000');
+    assert.equal(severityOf(s!, 'lineage'), 'critical');
+    assert.equal(severityOf(s!, 'window'), 'high');
+  });
+
+  it('caps sessions (oldest go first) and evidence', () => {
+    const t = table();
+    for (let i = 0; i < 5; i++) t.applyBuild(build(T + i, { 'proc.name': 'docker', 'proc.pid': String(100 + i) }));
+    assert.equal(t.size, 3);
+    const s = t.applyBuild(build(T + 10, { 'proc.name': 'docker', 'proc.pid': '104' }));
+    for (let i = 0; i < 10; i++) t.applyBuild(build(T + 20 + i, { 'proc.name': 'runc', 'proc.pname': 'docker', 'proc.ppid': '104', 'proc.pid': String(900 + i) }));
+    assert.ok(s && s.evidence.length <= 4);
+  });
+
+  it('merges stored sessions by id or shared key, keeping the older id', () => {
+    const a = table();
+    const old = a.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100', 'proc.cmdline': 'docker build -t x:1 .' }));
+    a.applyBuild(
+      build(T + 1, { 'proc.name': 'runc', 'proc.pname': 'dockerd', 'proc.pid': '200', 'thread.cgroups': 'cpu=/docker/buildkit/abcdef' }),
+    );
+    const stored = a.takeDirty();
+    assert.equal(stored.length, 1);
+    // A restarted daemon sees the next step of that build before it has loaded the store.
+    const b = table();
+    const mine = b.applyBuild(
+      build(T + 5_000, { 'proc.name': 'sh', 'proc.pname': 'runc', 'proc.pid': '201', 'thread.cgroups': 'cpu=/docker/buildkit/abcdef' }),
+    );
+    assert.notEqual(mine?.id, old?.id);
+    b.merge('node-a', { sessions: stored[0]!.upsert.map((s) => structuredClone(s)), remote: null });
+    assert.equal(mine?.id, old?.id);
+    assert.equal(b.size, 1);
+    assert.deepEqual(mine?.images, ['x:1']);
+  });
+});
+
+describe('attribution', () => {
+  it('prefers lineage, then image, then window (only when enabled)', () => {
+    const t = new SessionTable({ buildWindowMs: WINDOW, clockSkewMs: SKEW, maxSessions: 10 });
+    t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100', 'proc.cmdline': 'docker build -t team/app:2 .' }));
+    const egress = (fields: Record<string, string | null>) =>
+      classifyEgress(ev(T + 1000, { 'fd.sip': '203.0.113.5', ...fields }, 'node-a', ['t1612_egress']), 'node-a')!;
+    const open = t.openAt('node-a', T + 1000);
+    assert.equal(attribute(egress({ 'proc.ppid': '100' }), open, false)?.kind, 'lineage');
+    assert.equal(attribute(egress({ 'proc.name': 'dockerd' }), open, false)?.kind, 'lineage');
+    assert.equal(attribute(egress({ 'proc.name': 'curl', 'proc.pname': 'runc', 'proc.aname[2]': 'buildkitd' }), open, false)?.kind, 'lineage');
+    const img = { 'container.id': 'abcdefabcdef', 'container.image.repository': 'docker.io/team/app', 'container.image.tag': '2' };
+    assert.equal(attribute(egress(img), open, false)?.kind, 'image');
+    assert.equal(attribute(egress({ 'proc.name': 'curl' }), open, false), null);
+    assert.equal(attribute(egress({ 'proc.name': 'curl' }), open, true)?.kind, 'window');
+  });
+});
+
+describe('correlator robustness', () => {
+  it('never throws on malformed or partial events handed in directly', async () => {
+    const cfg = testConfig();
+    const sink = new CollectingSink();
+    const c = new Correlator(cfg, { stores: memoryStores(cfg), sink, metrics: new Metrics(), logger: silentLogger() });
+    const weird: unknown[] = [
+      { timeNs: 0n, rule: 'x', priority: 'Notice', source: 'syscall', hostname: '', tags: ['t1612_build'], output: '', fields: {} },
+      { timeNs: 0n, rule: 'x', priority: 'Notice', source: 'syscall', hostname: '', tags: ['t1612_egress'], output: '', fields: { 'fd.sip': '<NA>' } },
+      { timeNs: -5n, rule: 'x', priority: 'Notice', source: 'syscall', hostname: 'h', tags: ['t1612_egress'], output: '', fields: { 'fd.sip': '203.0.113.1', 'proc.pid': 'NaN', 'proc.apid[2]': '-1' } },
+      { timeNs: 0n, rule: 'x', tags: 'not-a-list', fields: null },
+      { timeNs: 0n, rule: 'x', tags: ['t1612_build'], fields: null },
+      { timeNs: 0n, rule: 'x', tags: ['t1612_egress'] },
+    ];
+    for (const w of weird) {
+      // Deliberately wrong shapes: the correlator must survive what a buggy source might send.
+      assert.doesNotThrow(() => void c.handle(w as FalcoEvent));
+    }
+    await c.flush();
+    await c.close();
+    await c.close(); // idempotent
+    assert.equal(sink.alerts.length, 0);
+  });
+
+  it('IPv4-mapped and plain spellings of one address are one IP, in the store and the cache', async () => {
+    const cfg = testConfig();
+    const stores = memoryStores(cfg);
+    const c = new Correlator(cfg, { stores, sink: new CollectingSink(), metrics: new Metrics(), logger: silentLogger() });
+    const egress = loadEvents('no-build-host-process.jsonl')[0]!;
+    await c.handle(withDestination(egress, '::ffff:198.18.7.7'));
+    await c.flush();
+    assert.equal((await stores.firstSeen.observe(cfg.environment, '198.18.7.7', Date.now(), cfg.firstSeenRetentionMs)).isNew, false);
+    assert.equal(c.handle(withDestination(egress, '198.18.7.7')), undefined);
+    assert.equal(c.backlog, 0, 'decided from the cache');
+    await c.close();
+  });
+
+  it('a known IP in the cache is decided synchronously, without the store', async () => {
+    const cfg = testConfig();
+    const sink = new CollectingSink();
+    const c = new Correlator(cfg, { stores: memoryStores(cfg), sink, metrics: new Metrics(), logger: silentLogger() });
+    const egress = loadEvents('no-build-host-process.jsonl')[0]!;
+    assert.equal(c.handle(egress), undefined);
+    await c.flush();
+    for (let i = 0; i < 1000; i++) assert.equal(c.handle(egress), undefined);
+    assert.equal(c.backlog, 0, 'nothing waits for a decision');
+    await c.close();
+  });
+});
