@@ -53,7 +53,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     print(`  ${BENIGN_HOST}: a CI container fetches packages, then a CI job runs docker build (benign)`);
     print(`  ${ATTACK_HOST}: a remote client builds an image over the exposed Docker API; its RUN step downloads from ${ATTACKER_IP} (T1612)`);
     print('');
-    const startNs = BigInt(Date.now()) * 1_000_000n;
+    // Stamp the script as if it had just happened (Falco reports events after the fact).
+    const startNs = BigInt(Date.now() - 2_000) * 1_000_000n;
     for (const ev of demoScript()) {
       emulator.enqueue(responseFromJson(toFalcoJson(ev, startNs)));
     }
