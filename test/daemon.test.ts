@@ -1,0 +1,212 @@
+/**
+ * The whole daemon, end to end with real parts: Falco gRPC emulator (or HTTP ingest) ->
+ * Daemon -> real redis-server -> real webhook receiver.
+ */
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveConfig, type Config } from '../src/config.js';
+import { Daemon } from '../src/daemon.js';
+import type { Alert } from '../src/detect/alert.js';
+import { FalcoEmulator, responseFromJson } from '../src/falco/emulator.js';
+import { silentLogger } from '../src/ops/logger.js';
+import { Metrics } from '../src/ops/metrics.js';
+import { demoScript, toFalcoJson, ATTACKER_IP, ATTACK_HOST } from '../src/demo/script.js';
+import { TestRedis } from './support/redis.js';
+import { WebhookReceiver } from './support/webhook-receiver.js';
+
+const SECRET = 'daemon-test-secret';
+
+function scriptJson(): string[] {
+  const start = BigInt(Date.now() - 5_000) * 1_000_000n;
+  return demoScript().map((ev) => JSON.stringify(toFalcoJson(ev, start)));
+}
+
+async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function readyz(port: number | undefined): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+describe('daemon end to end', function () {
+  this.timeout(30_000);
+  let redis: TestRedis;
+  let receiver: WebhookReceiver;
+  let dir: string;
+  const cleanups: (() => Promise<unknown>)[] = [];
+
+  before(async () => {
+    redis = await TestRedis.start();
+  });
+  after(async () => {
+    await redis.close();
+  });
+  beforeEach(async () => {
+    receiver = await WebhookReceiver.start();
+    dir = mkdtempSync(join(tmpdir(), 't1612d-daemon-'));
+  });
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+    await receiver.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function config(overrides: Partial<Config>): Config {
+    return resolveConfig({
+      env: {},
+      overrides: {
+        httpAddress: '127.0.0.1:0',
+        redisUrl: redis.url,
+        redisPrefix: TestRedis.prefix(),
+        webhookUrl: receiver.url,
+        webhookSecret: SECRET,
+        allowDomains: ['docker.io'],
+        deliveryBackoffInitialMs: 50,
+        falcoGrpcPollIntervalMs: 20,
+        logLevel: 'silent',
+        ...overrides,
+      },
+    });
+  }
+
+  async function startDaemon(cfg: Config): Promise<Daemon> {
+    const d = new Daemon(cfg, { logger: silentLogger(), metrics: new Metrics() });
+    cleanups.push(() => d.close());
+    await d.start();
+    return d;
+  }
+
+  function alertsReceived(): Alert[] {
+    const seen = new Set<string>();
+    const out: Alert[] = [];
+    for (const r of receiver.requests) {
+      const id = String(r.headers['x-t1612d-delivery']);
+      if (seen.has(id)) continue;
+      seen.add(id);
+      out.push(JSON.parse(r.text) as Alert);
+    }
+    return out;
+  }
+
+  it('gRPC (unix socket) -> Redis -> signed webhook: the attack alerts once, critical; the benign build does not', async () => {
+    const falco = await FalcoEmulator.start({ address: `unix://${join(dir, 'falco.sock')}` });
+    cleanups.push(() => falco.close());
+    const daemon = await startDaemon(config({ falcoGrpcAddress: falco.address }));
+    for (const line of scriptJson()) falco.enqueue(responseFromJson(line));
+
+    await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the attack alert');
+    await daemon.intake.whenIdle();
+    await new Promise((r) => setTimeout(r, 300));
+    const alerts = alertsReceived();
+    assert.equal(alerts.length, 1, JSON.stringify(alerts.map((a) => a.summary)));
+    const [alert] = alerts as [Alert];
+    assert.equal(alert.hostname, ATTACK_HOST);
+    assert.equal(alert.destination.ip, ATTACKER_IP);
+    assert.equal(alert.severity, 'critical');
+    assert.equal(alert.connection.attribution, 'lineage');
+    assert.equal(alert.build.trigger.remote_peer, '198.51.100.7:53422');
+    const req = receiver.requests[0];
+    assert.ok(req);
+    assert.equal(req.headers['x-t1612d-delivery'], alert.id);
+    assert.equal(req.headers['x-t1612d-signature'], `sha256=${createHmac('sha256', SECRET).update(req.body).digest('hex')}`);
+
+    const m = daemon.metrics;
+    assert.equal(await m.value('t1612d_falco_events_total', { source: 'grpc' }), demoScript().length);
+    assert.equal(await m.value('t1612d_alerts_total', { severity: 'critical' }), 1);
+    const text = await (await fetch(`http://127.0.0.1:${daemon.port}/metrics`)).text();
+    assert.match(text, /t1612d_alerts_total\{severity="critical"\} 1/);
+    assert.match(text, /t1612d_falco_connected 1/);
+    await receiver.waitFor(() => true, 10);
+    await waitUntil('the delivery to be counted', async () => (await m.value('t1612d_deliveries_total', { status: 'ok' })) >= 1);
+
+    // The known-IP set is in Redis, shared: another host's build reaching the same IP is quiet.
+    const client = redis.client();
+    cleanups.push(() => client.quit());
+    const tag = `{${daemon.config.redisPrefix}:default}`;
+    assert.notEqual(await client.zscore(`${tag}:known`, ATTACKER_IP), null, 'the attacker IP is now known fleet-wide');
+    assert.notEqual(await client.zscore(`${tag}:known`, '151.101.2.132'), null, 'baseline traffic was learned');
+    assert.equal(await client.zscore(`${tag}:known`, '104.16.99.56'), null, 'allow-listed destinations are not recorded');
+    const keys = await client.keys(`*${daemon.config.redisPrefix}*`);
+    assert.ok(keys.length > 0 && keys.every((k) => k.startsWith(tag)), `every key under the environment hash tag: ${keys.join(',')}`);
+  });
+
+  it('/readyz follows Falco: 503 while the gRPC server is down, 200 after it is back, and events flow again', async () => {
+    const falco = await FalcoEmulator.start({ address: `unix://${join(dir, 'falco.sock')}` });
+    cleanups.push(() => falco.close());
+    const daemon = await startDaemon(config({ falcoGrpcAddress: falco.address }));
+    await waitUntil('ready', async () => (await readyz(daemon.port)) === 200);
+
+    await falco.stop();
+    await waitUntil('not ready while Falco is down', async () => (await readyz(daemon.port)) === 503);
+    assert.equal(await daemon.metrics.value('t1612d_falco_connected'), 0);
+    const body = (await (await fetch(`http://127.0.0.1:${daemon.port}/readyz`)).json()) as { checks: Record<string, boolean> };
+    assert.equal(body.checks['falco'], false);
+    assert.equal(body.checks['redis'], true);
+
+    await new Promise((r) => setTimeout(r, 1_500));
+    await falco.restart();
+    await waitUntil('ready again after Falco is back', async () => (await readyz(daemon.port)) === 200, 15_000);
+    for (const line of scriptJson()) falco.enqueue(responseFromJson(line));
+    await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the alert after the restart');
+    assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
+  });
+
+  it('Falco >= 0.44 mode: http_output bodies POSTed to /falco produce the same alert', async () => {
+    const daemon = await startDaemon(config({ falcoGrpcAddress: '', httpToken: 'tok' }));
+    assert.equal(await readyz(daemon.port), 200);
+    for (const line of scriptJson()) {
+      // Falco's http_output: one event per POST, application/json.
+      const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, {
+        method: 'POST',
+        body: line,
+        headers: { 'content-type': 'application/json', authorization: 'Bearer tok' },
+      });
+      assert.equal(res.status, 200, await res.text());
+    }
+    await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the alert');
+    await daemon.intake.whenIdle();
+    await new Promise((r) => setTimeout(r, 300));
+    const alerts = alertsReceived();
+    assert.equal(alerts.length, 1);
+    assert.equal(alerts[0]?.severity, 'critical');
+    assert.equal(await daemon.metrics.value('t1612d_falco_events_total', { source: 'http' }), demoScript().length);
+  });
+
+  it('starts while Redis is down, reports not ready, and decides the buffered events once Redis is up', async function () {
+    if (!redis.controllable) this.skip(); // REDIS_URL points at a server this harness cannot stop
+    const own = await TestRedis.start();
+    cleanups.push(() => own.close());
+    await own.stop();
+    const daemon = await startDaemon(config({ falcoGrpcAddress: '', redisUrl: own.url }));
+    const before = (await (await fetch(`http://127.0.0.1:${daemon.port}/readyz`)).json()) as { ready: boolean; checks: Record<string, boolean> };
+    assert.equal(before.ready, false);
+    assert.equal(before.checks['redis'], false);
+    const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, { method: 'POST', body: scriptJson().join('\n') });
+    assert.equal(res.status, 200);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(receiver.requests.length, 0, 'nothing decided without Redis');
+
+    await own.restart();
+    await waitUntil('ready once Redis is back', async () => (await readyz(daemon.port)) === 200, 15_000);
+    await receiver.waitFor(() => receiver.requests.length >= 1, 15_000, 'the buffered alert');
+    assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
+  });
+
+  it('close() is idempotent and leaves the daemon closed', async () => {
+    const daemon = await startDaemon(config({ falcoGrpcAddress: '' }));
+    const port = daemon.port;
+    await Promise.all([daemon.close(), daemon.close()]);
+    await daemon.close();
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));
+  });
+});
