@@ -1,12 +1,13 @@
 /**
  * The sinks the configuration asks for: the webhook (`webhook_url`) and Falcosidekick
- * (`sidekick_url`). An empty list is legal: alerts are still written to the outbox (with Redis,
- * the stream is an audit trail) but nothing delivers them, which the outbox logs at start.
+ * (`sidekick_url`). With neither, alerts go to stdout as JSON lines, so a daemon started
+ * without a webhook still shows what it caught (`docker logs`).
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Sink } from './sink.js';
 import { SidekickSink } from './sidekick.js';
+import { StdoutSink } from './stdout.js';
 import { WebhookSink } from './webhook.js';
 
 export function createSinks(cfg: Config, deps: { logger: Logger }): Sink[] {
@@ -15,5 +16,9 @@ export function createSinks(cfg: Config, deps: { logger: Logger }): Sink[] {
   if (webhook) sinks.push(webhook);
   const sidekick = SidekickSink.fromConfig(cfg, deps.logger);
   if (sidekick) sinks.push(sidekick);
+  if (sinks.length === 0) {
+    deps.logger.warn('no webhook_url or sidekick_url configured: alerts are printed on stdout as JSON lines');
+    sinks.push(new StdoutSink(process.stdout));
+  }
   return sinks;
 }

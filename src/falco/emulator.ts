@@ -14,23 +14,12 @@
 import { rmSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { InvalidEventError } from '../errors.js';
-import { parseIsoNs, parseJsonPreservingBigInts } from './event.js';
+import { parseIsoNs, parseJsonPreservingBigInts, type GrpcResponse } from './event.js';
 import { loadFalcoProto } from './proto.js';
 
 /** A plain object shaped like `falco.outputs.response` (enum names or numbers). */
-export interface EmulatorResponse {
-  time?: { seconds: string | number; nanos?: number } | null;
-  priority?: string | number;
-  source_deprecated?: string | number;
-  rule?: string;
-  output?: string;
-  output_fields?: Record<string, string>;
-  hostname?: string;
-  tags?: string[];
-  source?: string;
-}
+export type EmulatorResponse = GrpcResponse;
 
-/** A response, or raw bytes written to the wire as one message (to send garbage). */
 export type EmulatorMessage = EmulatorResponse | Uint8Array;
 
 export interface FalcoEmulatorOptions {
