@@ -173,7 +173,15 @@ export class Daemon {
     await step('http server', () => this.http?.close());
     await step('intake', () => this.intake.whenIdle());
     await step('correlator', () => this.correlator?.close());
-    await step('outbox', () => this.outbox?.close());
+    const outbox = this.outbox;
+    if (outbox?.kind === 'memory') {
+      // In-memory alerts do not survive the process: give deliveries half the time left.
+      await step('outbox drain', async () => {
+        const drained = await outbox.drain(Math.max(0, (deadline - Date.now()) / 2));
+        if (!drained) this.logger.warn({ pending: await outbox.pending() }, 'in-memory alerts still undelivered at shutdown are lost');
+      });
+    }
+    await step('outbox', () => outbox?.close());
     await step('stores', () => this.stores?.close());
     this.metrics.falcoConnected.set(0);
     this.transition('closed');

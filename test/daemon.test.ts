@@ -202,6 +202,18 @@ describe('daemon end to end', function () {
     assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
   });
 
+  it('a graceful stop with in-memory stores first delivers the alerts still pending', async () => {
+    let calls = 0;
+    receiver.respond(() => (++calls <= 2 ? { status: 503 } : { status: 200 }));
+    const daemon = await startDaemon(config({ falcoGrpcAddress: '', redisUrl: undefined, deliveryBackoffInitialMs: 200 }));
+    const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, { method: 'POST', body: scriptJson().join('\n') });
+    assert.equal(res.status, 200);
+    await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the first (refused) attempt');
+    await daemon.close();
+    assert.ok(calls >= 3, `delivered before close() resolved (attempts: ${calls})`);
+    assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
+  });
+
   it('close() is idempotent and leaves the daemon closed', async () => {
     const daemon = await startDaemon(config({ falcoGrpcAddress: '' }));
     const port = daemon.port;

@@ -33,7 +33,7 @@ export class Metrics {
 
   readonly falcoConnected = new Gauge({
     name: 't1612d_falco_connected',
-    help: '1 when the Falco gRPC stream is connected (or gRPC is disabled and HTTP ingest is up)',
+    help: '1 while the Falco gRPC stream is connected; in HTTP-only mode, while ingest listens',
     registers: [this.registry],
   });
 
