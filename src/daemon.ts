@@ -25,6 +25,8 @@ export interface DaemonDeps {
    * the outbox built from the configured sinks is used.
    */
   alertSink?: AlertSink;
+  /** Start the Falco sources and the HTTP server. @default true (`replay` feeds the intake itself) */
+  sources?: boolean;
 }
 
 type DaemonState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
@@ -103,7 +105,8 @@ export class Daemon {
         metrics: this.metrics,
         logger: this.logger,
       });
-      if (cfg.httpAddress !== '') {
+      const sources = this.deps.sources ?? true;
+      if (sources && cfg.httpAddress !== '') {
         this.http = new HttpServer(
           { address: cfg.httpAddress, token: cfg.httpToken, bodyLimit: cfg.httpBodyLimit },
           { intake: this.intake, metrics: this.metrics, logger: this.logger, readiness: () => this.readiness() },
@@ -112,7 +115,7 @@ export class Daemon {
         this.httpPort = port;
         this.logger.info({ host, port, ingest: ['/falco', '/'], token: cfg.httpToken !== undefined }, 'http server listening');
       }
-      if (cfg.falcoGrpcAddress !== '') {
+      if (sources && cfg.falcoGrpcAddress !== '') {
         this.grpc = new GrpcSource(grpcSourceOptionsFromConfig(cfg), {
           intake: this.intake,
           metrics: this.metrics,
@@ -123,7 +126,7 @@ export class Daemon {
         // HTTP-only mode (Falco >= 0.44 http_output): the source is "connected" while ingest listens.
         this.metrics.falcoConnected.set(1);
       }
-      if (!this.grpc && !this.http) {
+      if (sources && !this.grpc && !this.http) {
         this.logger.warn('no Falco source: both falco_grpc_address and http_address are empty');
       }
       this.transition('running');

@@ -32,10 +32,7 @@ export async function runReplay(
       );
     },
   };
-  const daemon = new Daemon(
-    { ...config, falcoGrpcAddress: '', httpAddress: '' },
-    { logger, alertSink: printer },
-  );
+  const daemon = new Daemon(config, { logger, alertSink: printer, sources: false });
   await daemon.start();
   try {
     const counts = await readEventStream(input, daemon.intake, { source: 'file' });
