@@ -138,6 +138,11 @@ describe('daemon end to end', function () {
     assert.equal(await client.zscore(`${tag}:known`, '104.16.99.56'), null, 'allow-listed destinations are not recorded');
     const keys = await client.keys(`*${daemon.config.redisPrefix}*`);
     assert.ok(keys.length > 0 && keys.every((k) => k.startsWith(tag)), `every key under the environment hash tag: ${keys.join(',')}`);
+    // Every key that is not the known-IP set has a TTL (ARCHITECTURE.md "Redis keys").
+    for (const k of keys) {
+      if (k === `${tag}:known` || k === `${tag}:first`) assert.equal(await client.pttl(k), -1, `${k} is permanent`);
+      else assert.ok((await client.pttl(k)) > 0, `${k} has a TTL`);
+    }
   });
 
   it('/readyz follows Falco: 503 while the gRPC server is down, 200 after it is back, and events flow again', async () => {

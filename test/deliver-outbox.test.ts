@@ -357,7 +357,7 @@ for (const kind of ['redis', 'memory'] as const) {
         assert.equal(await o.drain(5_000), true);
       });
 
-      it('keeps keys under the environment hash tag, with a TTL on the attempt counters', async function () {
+      it('keeps keys under the environment hash tag, each with a TTL', async function () {
         this.timeout(10_000);
         rx.respond(() => ({ status: 503 }));
         const o = outbox();
@@ -372,6 +372,8 @@ for (const kind of ['redis', 'memory'] as const) {
         const attempts = outboxKeys(cfg.redisPrefix, 'default').attempts('webhook');
         assert.ok(keys.includes(attempts));
         assert.ok((await r.pttl(attempts)) > 0, 'attempt counters expire');
+        // Every key but the known-IP set has a TTL: the streams too (long, refreshed on use).
+        for (const k of keys) assert.ok((await r.pttl(k)) > 0, `${k} has a TTL`);
       });
     }
 

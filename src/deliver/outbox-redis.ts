@@ -53,6 +53,14 @@ export interface RedisOutboxStoreOptions {
   logger: Logger;
 }
 
+/**
+ * Every key but the known-IP set has a TTL (ARCHITECTURE.md "Redis keys"). The streams are
+ * capped by length too; their TTL only removes an environment's outbox after a month without
+ * a single alert (everything in it long delivered or long dead), dead letters after 90 days.
+ */
+const OUTBOX_TTL_MS = 30 * 86_400_000;
+const DEAD_TTL_MS = 90 * 86_400_000;
+
 const APPEND_SCRIPT = `
 local key = KEYS[1]
 local maxlen = tonumber(ARGV[1])
@@ -84,6 +92,7 @@ if ARGV[4] ~= '' then
 else
   id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'alert', ARGV[2], 'at', ARGV[3])
 end
+redis.call('PEXPIRE', key, ${OUTBOX_TTL_MS})
 local out = {id}
 local after = redis.call('XLEN', key)
 if not oldFirst or after > before then return out end
@@ -313,6 +322,7 @@ export class RedisOutboxStore implements OutboxStore {
         'consumer',
         this.o.consumer,
       )
+      .pexpire(this.keys.dead, DEAD_TTL_MS)
       .xack(this.keys.stream, sink, entry.id)
       .hdel(this.keys.attempts(sink), entry.id)
       .exec();
