@@ -8,8 +8,6 @@
  * loses events by being slow: it stops asking (and stops reading) while the Intake is full.
  */
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
-import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -19,6 +17,8 @@ import type { Metrics } from '../ops/metrics.js';
 import { fromGrpcResponse } from './event.js';
 import type { Intake } from './intake.js';
 import { GET_PATH, loadFalcoProto, SUB_PATH, UndecodableResponse, type DecodedMessage } from './proto.js';
+import { SubPoller } from './sub-poller.js';
+import { probeTls, tlsProblem, type TlsMaterial } from './tls-diagnosis.js';
 
 export type FalcoStatus = 'idle' | 'connecting' | 'connected' | 'backoff' | 'closed';
 
@@ -47,7 +47,13 @@ export interface GrpcSourceOptions {
   pollIntervalMs?: number;
   /** Pause between two `get` calls that returned nothing. @default 1000 */
   getIntervalMs?: number;
-  /** HTTP/2 keepalive ping interval. @default 30000 */
+  /**
+   * HTTP/2 keepalive ping interval. @default 300000
+   *
+   * Falco's gRPC C++ server keeps the core defaults: a ping sooner than 5 minutes after the
+   * last one, while it has sent no data, is a strike, and the third strike closes the
+   * connection with GOAWAY too_many_pings. A quiet Falco sends no data for hours.
+   */
   keepaliveMs?: number;
   /** Reconnect delays. @default { initialMs: 1000, multiplier: 1.6, maxMs: 30000, jitter: 0.2 } */
   backoff?: BackoffOptions;
@@ -59,13 +65,23 @@ const DEFAULTS = {
   method: 'sub',
   pollIntervalMs: 100,
   getIntervalMs: 1000,
-  keepaliveMs: 30_000,
+  keepaliveMs: 300_000,
   backoff: { initialMs: 1000, multiplier: 1.6, maxMs: 30_000, jitter: 0.2 },
   healthyAfterMs: 30_000,
 } as const;
 
-/** After a message, a `sub` stream silent this long has finished its burst (Falco's queue ran dry). */
-const QUIET_MS = 10;
+/**
+ * Largest message accepted from Falco. Falco's server sets no send limit, and one alert with
+ * long command lines and many fields can be large; grpc-js would otherwise fail the whole
+ * stream at 4 MiB (RESOURCE_EXHAUSTED) and the popped event would be lost. Still bounded, so
+ * a broken peer cannot make us buffer without limit.
+ */
+export const MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024 * 1024;
+/**
+ * After the server announced it is going away (GOAWAY, e.g. Falco shutting down) a `sub`
+ * stream gets this long to deliver what Falco already wrote before we cancel it.
+ */
+const DRAIN_MS = 2000;
 /** Repeats of the same failure line within this period are logged at debug level. */
 const REPEAT_LOG_MS = 60_000;
 
@@ -125,7 +141,8 @@ interface Resolved {
 
 function resolveOptions(o: GrpcSourceOptions): Resolved {
   if (!o.address) throw new ConfigError('falco_grpc_address', 'the gRPC source needs falco_grpc_address');
-  const unix = o.address.startsWith('unix://');
+  // gRPC accepts `unix:path` and `unix:///absolute/path`; both reach the socket as given.
+  const unix = o.address.startsWith('unix:');
   if (!unix && (!o.certFile || !o.keyFile)) {
     throw new ConfigError(
       'falco_grpc_cert_file',
@@ -173,12 +190,15 @@ export class GrpcSource {
   private readonly abort = new AbortController();
   private state: FalcoStatus = 'idle';
   private client: grpc.Client | undefined;
-  private tlsMaterial: { ca: Buffer | undefined; cert: Buffer; key: Buffer } | undefined;
+  private tlsMaterial: TlsMaterial | undefined;
   private call: ReadCall | undefined;
   private poller: SubPoller | undefined;
   private loop: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
   private readyThisAttempt = false;
+  /** The channel left READY while a `sub` call was open: the server is going away. */
+  private drainedThisAttempt = false;
+  private drainTimer: NodeJS.Timeout | undefined;
   private connectedSince: number | undefined;
   private lastLogged: { msg: string; at: number } | undefined;
 
@@ -517,142 +537,5 @@ export class GrpcSource {
       return { level: 'warn', msg, retryable: true, fields };
     }
     return { level: 'error', msg: 'falco grpc call rejected (not a transient error; retrying at the longest backoff)', retryable: false, fields };
-  }
-
-  /** TLS handshake with the source's own certificate; returns what went wrong, if anything. */
-  private probeTls(): Promise<string | undefined> {
-    const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(this.opts.address);
-    const material = this.tlsMaterial;
-    if (!m || !material || this.closed) return Promise.resolve(undefined);
-    const host = m[1] as string;
-    const name = this.opts.serverName ?? host;
-    return new Promise((resolve) => {
-      const socket = tls.connect({
-        host,
-        port: Number(m[2]),
-        ca: material.ca,
-        cert: material.cert,
-        key: material.key,
-        ALPNProtocols: ['h2'],
-        servername: isIP(name) ? undefined : name,
-        checkServerIdentity: (_host, cert) => tls.checkServerIdentity(name, cert),
-      });
-      let done = false;
-      const finish = (said: string | undefined): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.abort.signal.removeEventListener('abort', onAbort);
-        socket.destroy();
-        resolve(said);
-      };
-      const onAbort = (): void => finish(undefined);
-      const timer = setTimeout(() => finish(undefined), 2000);
-      timer.unref();
-      this.abort.signal.addEventListener('abort', onAbort, { once: true });
-      let handshakeDone = false;
-      socket.once('secureConnect', () => {
-        handshakeDone = true;
-      });
-      socket.once('data', () => finish(undefined)); // the server's HTTP/2 SETTINGS: accepted
-      socket.once('error', (err) => finish(describeError(err)));
-      // A server that checks the client certificate after the handshake (Node, some proxies)
-      // just hangs up without a TLS alert.
-      socket.once('close', () =>
-        finish(
-          handshakeDone
-            ? 'the server hung up after receiving our client certificate'
-            : 'the server closed the connection during the TLS handshake',
-        ),
-      );
-    });
-  }
-}
-
-/** Name the TLS problem in an error text, for the log line. */
-function tlsProblem(text: string): string | undefined {
-  if (/alert certificate required|peer did not return a certificate/i.test(text)) {
-    return 'the server requires a client certificate';
-  }
-  if (/alert (unknown ca|bad certificate|certificate unknown|certificate expired|certificate revoked|unsupported certificate|access denied|decrypt error|handshake failure)|hung up after receiving our client certificate/i.test(text)) {
-    return 'the server rejected our client certificate';
-  }
-  if (/self[- ]signed|unable to (verify|get local issuer|get issuer)|certificate has expired|not yet valid|altnames|ERR_TLS_CERT|certificate verify failed/i.test(text)) {
-    return 'certificate verify failed: the server certificate is not trusted by falco_grpc_ca_file or does not name this address (see falco_grpc_server_name)';
-  }
-  if (/wrong version number|packet length too long|unknown protocol|http request/i.test(text)) {
-    return 'the server does not speak TLS at this address';
-  }
-  return undefined;
-}
-
-/**
- * Polls one `sub` stream, with never more than one timer: a request when the stream opens,
- * one as soon as a burst of messages has gone quiet (Falco's queue ran dry; ask again at once
- * so a steady flow is not held back), and one whenever nothing arrived for the poll interval.
- * While the Intake is full no request goes out; it waits for room instead.
- */
-class SubPoller {
-  private timer: NodeJS.Timeout | undefined;
-  private due = 0;
-  private lastMessageAt = 0;
-  private waitingForRoom = false;
-  private stopped = false;
-  private readonly quietMs: number;
-
-  constructor(
-    private readonly call: grpc.ClientDuplexStream<Record<string, never>, DecodedMessage>,
-    private readonly intake: Intake,
-    private readonly intervalMs: number,
-  ) {
-    this.quietMs = Math.min(QUIET_MS, intervalMs);
-  }
-
-  start(): void {
-    this.poll();
-  }
-
-  onMessage(): void {
-    this.lastMessageAt = Date.now();
-    this.arm(this.quietMs);
-  }
-
-  stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.timer = undefined;
-  }
-
-  /** Fire in `ms` unless the pending timer fires sooner anyway. */
-  private arm(ms: number): void {
-    if (this.stopped) return;
-    const due = Date.now() + ms;
-    if (this.timer !== undefined && this.due <= due) return;
-    clearTimeout(this.timer);
-    this.due = due;
-    this.timer = setTimeout(() => this.fire(), ms);
-  }
-
-  private fire(): void {
-    this.timer = undefined;
-    const quietFor = Date.now() - this.lastMessageAt;
-    if (quietFor < this.quietMs) this.arm(this.quietMs - quietFor);
-    else this.poll();
-  }
-
-  private poll(): void {
-    if (this.stopped) return;
-    if (this.intake.full) {
-      if (!this.waitingForRoom) {
-        this.waitingForRoom = true;
-        void this.intake.whenWritable().then(() => {
-          this.waitingForRoom = false;
-          this.poll();
-        });
-      }
-      return;
-    }
-    this.call.write({});
-    this.arm(this.intervalMs);
   }
 }
