@@ -236,6 +236,7 @@ export class GrpcSource {
 
   private async shutdown(): Promise<void> {
     this.abort.abort();
+    clearTimeout(this.drainTimer);
     try {
       this.poller?.stop();
     } catch {
@@ -286,6 +287,7 @@ export class GrpcSource {
       try {
         const client = this.ensureClient();
         this.readyThisAttempt = false;
+        this.drainedThisAttempt = false;
         this.onChannelState(client);
         end = { status: this.opts.method === 'sub' ? await this.runSub(client) : await this.runGets(client) };
       } catch (error) {
@@ -317,6 +319,7 @@ export class GrpcSource {
       'grpc.initial_reconnect_backoff_ms': o.backoff.initialMs,
       'grpc.max_reconnect_backoff_ms': o.backoff.maxMs,
       'grpc.use_local_subchannel_pool': 1,
+      'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
     };
     let creds: grpc.ChannelCredentials;
     if (o.unix) {
@@ -372,9 +375,37 @@ export class GrpcSource {
     if (ready) {
       this.readyThisAttempt = true;
       if (this.state === 'connecting') this.setStatus('connected');
-    } else if (this.state === 'connected') {
-      this.setStatus('connecting');
+    } else {
+      if (this.state === 'connected') this.setStatus('connecting');
+      // Before the first READY the call is only waiting for a connection: nothing to drain.
+      if (this.readyThisAttempt && this.poller?.running) this.drainSub();
     }
+  }
+
+  /**
+   * The channel left READY while a `sub` call is open. With a call open grpc-js never idles
+   * the channel, so the connection broke (the call fails by itself) or the server sent GOAWAY
+   * and is shutting down. Falco's shutdown waits, without a deadline, for open calls to
+   * finish, and Falco never finishes a `sub` call itself: a client that keeps polling keeps
+   * Falco from exiting. So stop polling, half-close (Falco ends the call when its next read
+   * fails, after writing what it already popped), and cancel if that takes too long.
+   */
+  private drainSub(): void {
+    const poller = this.poller;
+    const call = this.call;
+    if (!poller || !call || !('end' in call)) return;
+    this.drainedThisAttempt = true;
+    poller.stop();
+    try {
+      call.end();
+    } catch {
+      /* the call is already over */
+    }
+    clearTimeout(this.drainTimer);
+    this.drainTimer = setTimeout(() => {
+      if (this.call === call) call.cancel();
+    }, DRAIN_MS);
+    this.drainTimer.unref();
   }
 
   private runSub(client: grpc.Client): Promise<grpc.StatusObject> {
@@ -385,6 +416,7 @@ export class GrpcSource {
     poller.start();
     return this.consume(call, () => poller.onMessage()).then(({ status }) => {
       poller.stop();
+      clearTimeout(this.drainTimer);
       return status;
     });
   }
@@ -511,7 +543,7 @@ export class GrpcSource {
       if (!problem && /Failed to connect|Connection dropped|ECONNRESET|socket hang up|closed/i.test(details)) {
         // grpc-js reports a TLS 1.3 rejection of our certificate only as "Failed to connect";
         // one plain TLS handshake tells us what the server actually said.
-        const said = await this.probeTls();
+        const said = this.tlsMaterial && (await probeTls(this.opts.address, this.tlsMaterial, this.opts.serverName, this.abort.signal));
         if (said !== undefined) {
           problem = tlsProblem(said) ?? said;
           detail = said;
@@ -531,6 +563,16 @@ export class GrpcSource {
     if (/ECONNREFUSED/.test(details)) return { level: 'warn', msg: 'falco grpc connection refused', retryable: true, fields };
     if (status.code === grpc.status.UNIMPLEMENTED) {
       return { level: 'error', msg: 'falco grpc server does not implement falco.outputs.service (is it Falco ≤0.43 with grpc_output enabled?)', retryable: false, fields };
+    }
+    if (status.code === grpc.status.RESOURCE_EXHAUSTED && /Bandwidth exhausted|too_many_pings|ENHANCE_YOUR_CALM/i.test(details)) {
+      // GOAWAY ENHANCE_YOUR_CALM: Falco's server counts pings sooner than 5 minutes apart,
+      // while it sent no data, as abuse. grpc-js doubles its interval by itself.
+      return { level: 'warn', msg: 'falco grpc server rejected our keepalive pings (too_many_pings): raise falco_grpc_keepalive to 5m or more', retryable: true, fields };
+    }
+    if (this.drainedThisAttempt && RETRYABLE_CODES.has(status.code)) {
+      // Falco (GOAWAY) is shutting down or restarting: expected, and the next lines say
+      // whether it comes back.
+      return { level: 'info', msg: 'falco grpc server is going away (GOAWAY); reconnecting', retryable: true, fields };
     }
     if (RETRYABLE_CODES.has(status.code)) {
       const msg = status.code === grpc.status.OK ? 'falco grpc stream ended by the server' : 'falco grpc stream failed';
