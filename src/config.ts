@@ -64,6 +64,12 @@ export interface Config {
   allowDomains: string[];
   /** Attribute egress to a build by same-host time window alone (weakest). */
   attributeWindowOnly: boolean;
+  /**
+   * Alert (medium; high for remote-API builds) when a builder itself (dockerd, buildkitd,
+   * buildah, podman, kaniko's executor) reaches a never-seen IP during a build: base-image
+   * pulls from a registry that is not allow-listed, or `ADD <url>`.
+   */
+  alertBuilderEgress: boolean;
   /** An egress stamped up to this long before a build opened still counts (out-of-order). */
   clockSkewMs: number;
   /** Upper bound on open build sessions held per daemon. */
@@ -148,6 +154,7 @@ const SETTINGS: Setting[] = [
   { key: 'allowCidrs', kind: 'cidrs', def: [] },
   { key: 'allowDomains', kind: 'list', def: [] },
   { key: 'attributeWindowOnly', kind: 'bool', def: false },
+  { key: 'alertBuilderEgress', kind: 'bool', def: true },
   { key: 'clockSkewMs', kind: 'duration', def: '30s', min: 0 },
   { key: 'maxSessions', kind: 'int', def: 10_000, min: 1 },
   { key: 'knownIpCacheSize', kind: 'int', def: 100_000, min: 0 },

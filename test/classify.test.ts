@@ -43,6 +43,20 @@ describe('classify', () => {
     assert.equal(step.activity, 'step');
   });
 
+  it("reads a container's image however the engine spelled it, bare image ids included", () => {
+    const img = (f: Record<string, string | null>) =>
+      (classify(event(['t1612_egress'], { 'fd.sip': '203.0.113.1', 'container.id': 'abcdefabcdef', ...f }), 'h') as EgressSignal).image;
+    assert.equal(img({ 'container.image.repository': 'localhost:5000/app', 'container.image.tag': '1' }), 'localhost:5000/app:1');
+    assert.equal(img({ 'container.image.repository': 'nginx', 'container.image.tag': null }), 'nginx');
+    // The classic builder's step containers run from an untagged image id.
+    const hex = '9d3e5c1f2a7b8c4d6e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d';
+    assert.equal(img({ 'container.image.repository': 'sha256', 'container.image.tag': hex }), `sha256:${hex}`);
+    assert.equal(img({ 'container.image.repository': '', 'container.image.tag': 'latest', 'container.image': `sha256:${hex}` }), `sha256:${hex}`);
+    assert.equal(img({ 'container.image.repository': null, 'container.image': null }), null);
+    const host = classify(event(['t1612_egress'], { 'fd.sip': '203.0.113.1', 'container.id': 'host', 'container.image': 'x' }), 'h') as EgressSignal;
+    assert.equal(host.image, null);
+  });
+
   it('a loopback Docker API peer is not remote', () => {
     const s = classify(event(['t1612_build'], { 'fd.cip': '::1', 'fd.cport': '5000' }), 'h') as BuildSignal;
     assert.equal(s.activity, 'api');

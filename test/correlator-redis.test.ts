@@ -58,7 +58,7 @@ describe('correlator with a shared Redis', () => {
   }
 
   it('two correlators fed the same new IPs concurrently raise exactly one alert per (session, IP)', async () => {
-    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), allowDomains: ['docker.io'] });
+    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), allowCidrs: ['192.0.2.0/24'] });
     const a = await daemon(cfg);
     const b = await daemon(cfg);
     for (const ev of buildEvents) {
@@ -89,7 +89,7 @@ describe('correlator with a shared Redis', () => {
   });
 
   it('a new correlator on the same Redis attributes the download of a build started before a restart', async () => {
-    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), allowDomains: ['docker.io'] });
+    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), allowCidrs: ['192.0.2.0/24'] });
     const before = await daemon(cfg);
     for (const ev of buildEvents) await before.correlator.handle(ev);
     await before.correlator.flush();
@@ -111,9 +111,9 @@ describe('correlator with a shared Redis', () => {
 
   it('keeps deciding through a Redis outage: buffers, reports not ready, loses no alert, counts overflow', async () => {
     const prefix = TestRedis.prefix();
-    const main = await daemon(testConfig({ redisUrl: redis.url, redisPrefix: prefix, allowDomains: ['docker.io'] }));
+    const main = await daemon(testConfig({ redisUrl: redis.url, redisPrefix: prefix, allowCidrs: ['192.0.2.0/24'] }));
     const tiny = await daemon(
-      testConfig({ redisUrl: redis.url, redisPrefix: `${prefix}-tiny`, allowDomains: ['docker.io'], redisBufferSize: 2 }),
+      testConfig({ redisUrl: redis.url, redisPrefix: `${prefix}-tiny`, allowCidrs: ['192.0.2.0/24'], redisBufferSize: 2 }),
     );
     assert.equal(main.correlator.ready, true);
 
@@ -176,7 +176,7 @@ describe('correlator with a shared Redis', () => {
   });
 
   it('retries an alert the sink refused, and delivers it once', async () => {
-    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), allowDomains: ['docker.io'] });
+    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), allowCidrs: ['192.0.2.0/24'] });
     const metrics = new Metrics();
     const stores = await createStores(cfg, { logger: silentLogger(), metrics });
     let refusals = 2;

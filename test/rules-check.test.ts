@@ -2,7 +2,7 @@
 // included when sysdig is installed), each class of mistake is reported at the right file and
 // line, tuning overrides load after the shipped file, and the sample events match the rules.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -246,30 +246,55 @@ describe('rules check', function () {
     });
   });
 
-  describe('sample events', () => {
-    it('carry exactly the output fields, tags and priority of the rules that produce them', async () => {
+  describe('recorded events', () => {
+    /**
+     * Each line must be an event the shipped rules really print: a known rule, exactly the
+     * output fields its output names (plus Falco's evt.time), its tags, its priority in
+     * Falco's Title-case, and an output line made of the same key=value pairs.
+     */
+    async function assertShippedRulesEvents(file: string): Promise<Set<string>> {
       const { items } = await parseRulesFile(shipped);
       const rules = collect(items, []).rules;
-      const text = await readFile(fixture('sample-events.jsonl'), 'utf8');
-      const lines = text.trim().split('\n');
-      assert.ok(lines.length >= 4);
+      const lines = (await readFile(file, 'utf8')).split('\n').filter((l) => l !== '');
       const seen = new Set<string>();
       for (const line of lines) {
         const raw = parseJsonPreservingBigInts(line) as { output_fields: Record<string, unknown> };
         const ev = fromFalcoJson(raw);
+        const where = `${file}: ${ev.rule} at ${ev.output.slice(0, 18)}`;
         const rule = rules.get(ev.rule);
-        assert.ok(rule, `unknown rule ${ev.rule}`);
+        assert.ok(rule, `unknown rule ${where}`);
         seen.add(ev.rule);
         const keys = new Set(Object.keys(raw.output_fields).filter((k) => k !== 'evt.time'));
-        assert.deepEqual([...keys].sort(), [...outputFields(rule.output)].sort(), ev.rule);
-        assert.deepEqual([...ev.tags].sort(), [...rule.tags].sort(), ev.rule);
+        assert.deepEqual([...keys].sort(), [...outputFields(rule.output)].sort(), where);
+        assert.deepEqual([...ev.tags].sort(), [...rule.tags].sort(), where);
         const item = items.find((i) => i.kind === 'rule' && i.name === ev.rule);
-        assert.equal(ev.priority.toLowerCase(), String(item?.data['priority']).toLowerCase());
-        assert.ok(ev.output.includes(`proc.name=${ev.fields['proc.name'] ?? '<NA>'} `), ev.output);
+        const priority = String(item?.data['priority']).toLowerCase();
+        assert.equal(ev.priority, priority.charAt(0).toUpperCase() + priority.slice(1), where);
+        for (const k of keys) {
+          const v = raw.output_fields[k];
+          const text = v === null || v === '' ? '<NA>' : String(v);
+          assert.ok(ev.output.includes(` ${k}=${text}`) || ev.output.includes(`(${k}=${text}`), `${where}: output line lacks ${k}=${text}`);
+        }
       }
+      return seen;
+    }
+
+    it('the sample events carry exactly the output fields, tags and priority of the rules that produce them', async () => {
+      const seen = await assertShippedRulesEvents(fixture('sample-events.jsonl'));
       for (const r of ['T1612 Image Build Command Executed', 'T1612 Builder Runtime Started', 'T1612 Build Step Outbound Connection', 'T1612 Remote Docker API Connection']) {
         assert.ok(seen.has(r), `no sample for ${r}`);
       }
+    });
+
+    it('so do the correlator scenario fixtures, and together they use every shipped rule', async () => {
+      const dir = join(here, 'fixtures', 'scenarios');
+      const files = (await readdir(dir)).filter((f) => f.endsWith('.jsonl') && f !== 'malformed.jsonl');
+      assert.ok(files.length >= 20, `${files.length} fixtures`);
+      const seen = new Set<string>();
+      for (const f of files) for (const r of await assertShippedRulesEvents(join(dir, f))) seen.add(r);
+      const { items } = await parseRulesFile(shipped);
+      const unused = [...collect(items, []).rules.keys()].filter((r) => !seen.has(r));
+      assert.deepEqual(unused, [], 'rules no scenario exercises');
     });
   });
 

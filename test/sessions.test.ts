@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { classifyBuild, type BuildSignal } from '../src/detect/classify.js';
 import { SessionTable } from '../src/detect/sessions.js';
-import { attribute, severityOf } from '../src/detect/attribution.js';
+import { attribute, imageMatches, severityOf } from '../src/detect/attribution.js';
 import { classifyEgress } from '../src/detect/classify.js';
 import type { FalcoEvent } from '../src/falco/event.js';
 import { Correlator } from '../src/detect/correlator.js';
@@ -95,19 +95,57 @@ describe('session table', () => {
 });
 
 describe('attribution', () => {
+  const on = { windowOnly: false, builderEgress: true };
+  const egressAt = (fields: Record<string, string | null>) =>
+    classifyEgress(ev(T + 1000, { 'fd.sip': '203.0.113.5', ...fields }, 'node-a', ['t1612_egress']), 'node-a')!;
+
   it('prefers lineage, then image, then window (only when enabled)', () => {
     const t = new SessionTable({ buildWindowMs: WINDOW, clockSkewMs: SKEW, maxSessions: 10 });
     t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100', 'proc.cmdline': 'docker build -t team/app:2 .' }));
-    const egress = (fields: Record<string, string | null>) =>
-      classifyEgress(ev(T + 1000, { 'fd.sip': '203.0.113.5', ...fields }, 'node-a', ['t1612_egress']), 'node-a')!;
     const open = t.openAt('node-a', T + 1000);
-    assert.equal(attribute(egress({ 'proc.ppid': '100' }), open, false)?.kind, 'lineage');
-    assert.equal(attribute(egress({ 'proc.name': 'dockerd' }), open, false)?.kind, 'lineage');
-    assert.equal(attribute(egress({ 'proc.name': 'curl', 'proc.pname': 'runc', 'proc.aname[2]': 'buildkitd' }), open, false)?.kind, 'lineage');
+    assert.equal(attribute(egressAt({ 'proc.ppid': '100' }), open, on)?.kind, 'lineage');
+    assert.equal(attribute(egressAt({ 'proc.name': 'curl', 'proc.pname': 'runc', 'proc.aname[2]': 'buildkitd' }), open, on)?.kind, 'lineage');
+    // buildah runs its runtime through a re-executed helper: runc and buildah need not be adjacent.
+    const buildah = { 'proc.name': 'curl', 'proc.pname': 'sh', 'proc.aname[2]': 'runc', 'proc.aname[3]': 'exe', 'proc.aname[4]': 'buildah' };
+    assert.equal(attribute(egressAt(buildah), open, on)?.kind, 'lineage');
     const img = { 'container.id': 'abcdefabcdef', 'container.image.repository': 'docker.io/team/app', 'container.image.tag': '2' };
-    assert.equal(attribute(egress(img), open, false)?.kind, 'image');
-    assert.equal(attribute(egress({ 'proc.name': 'curl' }), open, false), null);
-    assert.equal(attribute(egress({ 'proc.name': 'curl' }), open, true)?.kind, 'window');
+    assert.equal(attribute(egressAt(img), open, on)?.kind, 'image');
+    assert.equal(attribute(egressAt({ 'proc.name': 'curl' }), open, on), null);
+    assert.equal(attribute(egressAt({ 'proc.name': 'curl' }), open, { ...on, windowOnly: true })?.kind, 'window');
+    // A normal container: containerd-shim, no runtime above it, a tagged image nobody built here.
+    const normal = { 'proc.name': 'curl', 'proc.pname': 'containerd-shim', 'container.id': 'bcdefabcdefa', 'container.image.repository': 'nginx' };
+    assert.equal(attribute(egressAt(normal), open, on), null);
+  });
+
+  it("treats a builder's own connections as pulls: medium, high when remote, off by setting, never containerd", () => {
+    const t = new SessionTable({ buildWindowMs: WINDOW, clockSkewMs: SKEW, maxSessions: 10 });
+    const s = t.applyBuild(build(T, { 'proc.name': 'buildah', 'proc.pid': '100', 'proc.cmdline': 'buildah bud -t app:1 .' }))!;
+    const open = t.openAt('node-a', T + 1000);
+    const dockerd = attribute(egressAt({ 'proc.name': 'dockerd', 'proc.pid': '812' }), open, on);
+    assert.deepEqual([dockerd?.kind, dockerd?.builder], ['window', true]);
+    assert.equal(severityOf(s, dockerd!.kind, dockerd!.builder), 'medium');
+    // buildah pulling its own base image is tied to its session by pid, and still only a pull.
+    const buildah = attribute(egressAt({ 'proc.name': 'buildah', 'proc.pid': '100' }), open, on);
+    assert.deepEqual([buildah?.kind, buildah?.builder], ['lineage', true]);
+    assert.equal(severityOf(s, buildah!.kind, buildah!.builder), 'medium');
+    assert.equal(severityOf({ ...s, remotePeer: '198.51.100.7:4000' }, 'lineage', true), 'high');
+    const kaniko = { 'proc.name': 'executor', 'proc.exepath': '/kaniko/executor', 'container.id': 'abcdefabcdef' };
+    assert.equal(attribute(egressAt(kaniko), open, on)?.builder, true);
+    assert.equal(attribute(egressAt({ 'proc.name': 'containerd' }), open, on), null);
+    assert.equal(attribute(egressAt({ 'proc.name': 'dockerd' }), open, { ...on, builderEgress: false }), null);
+    // dockerd inside a build step (Docker-in-Docker in a RUN) is the step's own process.
+    const dind = attribute(egressAt({ 'proc.name': 'dockerd', 'thread.cgroups': 'cpu=/docker/buildkit/abcdef' }), open, on);
+    assert.deepEqual([dind?.kind, dind?.builder], ['lineage', false]);
+  });
+
+  it('matches images across docker.io, localhost (podman) and registry host:port spellings', () => {
+    assert.ok(imageMatches('app:1', 'docker.io/library/app:1'));
+    assert.ok(imageMatches('docker.io/library/app', 'docker.io/library/app:latest'));
+    assert.ok(imageMatches('app:1', 'localhost/app:1'));
+    assert.ok(imageMatches('localhost:5000/app:1', 'localhost:5000/app:1'));
+    assert.ok(!imageMatches('localhost:5000/app:1', 'docker.io/library/app:1'));
+    assert.ok(!imageMatches('app:1', 'docker.io/library/app:2'));
+    assert.ok(!imageMatches('team/app:1', 'localhost/app:1'));
   });
 });
 

@@ -22,6 +22,8 @@ export interface AlertInput {
   firstSeenAt: number;
   /** Wall clock for the alert's `time`, ms. */
   nowMs: number;
+  /** The connection came from a builder itself (pull, push, `ADD <url>`). */
+  builder?: boolean;
 }
 
 const MAX_CMDLINE = 1000;
@@ -38,6 +40,9 @@ export function summarise(i: AlertInput): string {
   const dest = `never-seen ${formatEndpoint(e.ip, e.port)}${e.domain ? ` (${e.domain})` : ''}`;
   const via = e.proc.name ? ` via ${e.proc.name}` : '';
   const remote = s.remotePeer ? ` (remote API from ${s.remotePeer})` : '';
+  if (i.builder) {
+    return `During an image build on ${s.host}${remote}, builder ${e.proc.name ?? 'process'} connected to ${dest} (a base-image pull from a registry that is not allow-listed, or ADD <url>)`;
+  }
   switch (i.attribution) {
     case 'lineage':
       return `Image build on ${s.host}${remote} downloaded from ${dest}${via}`;

@@ -62,11 +62,10 @@ export interface EgressSignal extends SignalBase {
 
 export type Signal = BuildSignal | EgressSignal;
 
-/** Step runtimes and the builders that exec them directly (no containerd-shim in between). */
+/** Step runtimes: the processes that start a build step (a normal container has containerd-shim). */
 export const STEP_RUNTIMES: ReadonlySet<string> = new Set(['runc', 'buildkit-runc', 'crun']);
+/** Builders that exec step runtimes directly; their own connections are pulls (attribution.ts). */
 export const STEP_PARENTS: ReadonlySet<string> = new Set(['dockerd', 'buildkitd', 'buildah', 'podman', 'containerd']);
-/** Builder daemons whose own connections during a build are base-image pulls. */
-export const BUILDER_DAEMONS: ReadonlySet<string> = new Set(['dockerd', 'buildkitd', 'containerd', 'buildah', 'podman']);
 
 const MAX_TAGS = 16;
 const MAX_CGROUPS = 8;
@@ -156,11 +155,27 @@ function containerOf(ev: FalcoEvent, cgroups: string[]): string | null {
   return null;
 }
 
+/**
+ * `repository[:tag]` of the container's image. A container started from a bare image id (the
+ * classic builder's step containers) has no repository, or `sha256` with the id as its tag,
+ * depending on how the container engine answered; `container.image` (when the rule prints it)
+ * then holds the id as given, `sha256:<hex>`.
+ */
 function imageOf(ev: FalcoEvent): string | null {
   const repo = str(ev, 'container.image.repository');
-  if (!repo) return null;
   const tag = str(ev, 'container.image.tag');
+  const given = str(ev, 'container.image');
+  if (!repo || repo === 'sha256') {
+    if (given && given.startsWith('sha256:')) return given;
+    if (repo === 'sha256') return tag ? `sha256:${tag}` : repo;
+    return given || null;
+  }
   return tag ? `${repo}:${tag}` : repo;
+}
+
+/** Is this process kaniko's executor itself (not a RUN command it started)? */
+export function isKanikoExecutor(proc: ProcInfo, containerId: string | null): boolean {
+  return containerId !== null && proc.exepath === '/kaniko/executor';
 }
 
 const IMAGE_REF = /^[A-Za-z0-9][A-Za-z0-9._\-/:@]{0,255}$/;

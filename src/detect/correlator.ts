@@ -27,10 +27,11 @@ import { Backoff } from '../ops/backoff.js';
 import type { Stores } from '../store/stores.js';
 import type { DecideItem, DecideResult } from '../store/first-seen.js';
 import type { Alert, AlertSink } from './alert.js';
-import { attribute, severityOf, type AttributionResult } from './attribution.js';
+import { attribute, severityOf, type AttributionOptions, type AttributionResult } from './attribution.js';
 import { buildAlert } from './build-alert.js';
 import { classifyBuild, classifyEgress, egressDestination, type EgressSignal } from './classify.js';
 import { CidrSet, DomainSuffixSet, isIgnoredAddress } from './net.js';
+import { OrphanPool, type Orphan } from './orphans.js';
 import { SessionTable } from './sessions.js';
 
 export interface CorrelatorDeps {
@@ -54,15 +55,6 @@ interface Pending {
   attribution?: AttributionResult | null;
 }
 
-/** A new, unattributed egress kept briefly in case its build signal arrives late. */
-interface Orphan {
-  sig: EgressSignal;
-  firstSeenAt: number;
-  token: string;
-  t0: number;
-  addedAt: number;
-}
-
 /** A retro-attributed orphan waiting for its dedupe claim. */
 interface Retro {
   orphan: Orphan;
@@ -76,8 +68,6 @@ interface Undelivered {
 
 const BATCH = 1000;
 const MAX_TOUCHES = 10_000;
-const MAX_ORPHANS = 1024;
-const MAX_ORPHANS_PER_HOST = 128;
 const MAX_UNDELIVERED = 10_000;
 const MAINTAIN_EVERY_MS = 30_000;
 const LOG_EVERY_MS = 10_000;
@@ -85,6 +75,10 @@ const LOG_EVERY_MS = 10_000;
 const MAX_REFRESH_MS = 10 * 60_000;
 /** How long after their window a session's dedupe key lives, beyond the window itself. */
 const SESSION_TTL_MARGIN_MS = 60_000;
+
+function pendingKey(host: string, ip: string): string {
+  return `${host}\u0000${ip}`;
+}
 
 export class Correlator {
   private readonly now: () => number;
@@ -95,11 +89,14 @@ export class Correlator {
   private readonly cache = new Map<string, number>();
   private readonly refreshMs: number;
   private pending: Pending[] = [];
-  /** Pending count per IP, to coalesce a burst to one unknown IP from hosts without builds. */
+  /**
+   * Pending count per (host, IP), to coalesce a burst to one unknown IP from a host without
+   * builds. Per host: another host's late build signal must still find its own event.
+   */
   private readonly pendingIps = new Map<string, number>();
   private readonly touches = new Set<string>();
-  private readonly orphans = new Map<string, Orphan[]>();
-  private orphanCount = 0;
+  private readonly orphans: OrphanPool;
+  private readonly attribution: AttributionOptions;
   private retro: Retro[] = [];
   private undelivered: Undelivered[] = [];
   private readonly loadedHosts = new Set<string>();
@@ -139,6 +136,8 @@ export class Correlator {
     this.allowCidrs = new CidrSet(cfg.allowCidrs);
     this.allowDomains = new DomainSuffixSet(cfg.allowDomains);
     this.refreshMs = Math.min(MAX_REFRESH_MS, Math.floor(cfg.firstSeenRetentionMs / 4));
+    this.orphans = new OrphanPool(cfg.clockSkewMs);
+    this.attribution = { windowOnly: cfg.attributeWindowOnly, builderEgress: cfg.alertBuilderEgress };
     this.maintainTimer = setInterval(() => void this.maintain(), MAINTAIN_EVERY_MS);
     this.maintainTimer.unref();
   }
@@ -232,7 +231,7 @@ export class Correlator {
     if (!this.allowDomains.empty && this.allowDomains.matches(ev.fields['fd.sip.name'] ?? null)) return;
     const host = ev.hostname || this.cfg.hostname;
     // A burst to one unknown IP from a host with no build in sight: the first event records it.
-    if (this.pendingIps.has(ip) && this.loadedHosts.has(host) && !this.table.hasAny(host)) return;
+    if (this.loadedHosts.has(host) && !this.table.hasAny(host) && this.pendingIps.has(pendingKey(host, ip))) return;
     const sig = classifyEgress(ev, host, ip);
     if (sig === null) return;
     return this.enqueue({ sig, nowMs: now, t0: performance.now(), token: this.token() });
@@ -263,7 +262,8 @@ export class Correlator {
 
   private push(p: Pending): void {
     this.pending.push(p);
-    this.pendingIps.set(p.sig.ip, (this.pendingIps.get(p.sig.ip) ?? 0) + 1);
+    const key = pendingKey(p.sig.host, p.sig.ip);
+    this.pendingIps.set(key, (this.pendingIps.get(key) ?? 0) + 1);
     if (!this.loadedHosts.has(p.sig.host)) this.hostsToLoad.add(p.sig.host);
     this.schedule();
   }
@@ -410,7 +410,7 @@ export class Correlator {
     let minTime = Number.POSITIVE_INFINITY;
     for (const p of batch) {
       if (p.attribution === undefined) {
-        p.attribution = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.cfg.attributeWindowOnly);
+        p.attribution = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.attribution);
       }
       minTime = Math.min(minTime, p.sig.timeMs);
       items.push({ ip: p.sig.ip, eventTimeMs: p.sig.timeMs, token: p.token, claim: p.attribution?.session.id ?? null });
@@ -433,9 +433,10 @@ export class Correlator {
     this.pending.splice(0, batch.length);
     const decided: Promise<void>[] = [];
     batch.forEach((p, i) => {
-      const n = (this.pendingIps.get(p.sig.ip) ?? 1) - 1;
-      if (n <= 0) this.pendingIps.delete(p.sig.ip);
-      else this.pendingIps.set(p.sig.ip, n);
+      const key = pendingKey(p.sig.host, p.sig.ip);
+      const n = (this.pendingIps.get(key) ?? 1) - 1;
+      if (n <= 0) this.pendingIps.delete(key);
+      else this.pendingIps.set(key, n);
       const r = results[i];
       if (r) decided.push(this.decided(p, r));
     });
@@ -452,9 +453,9 @@ export class Correlator {
     if (!a) {
       const orphan = { sig: p.sig, firstSeenAt: r.firstSeenAt, token: p.token, t0: p.t0, addedAt: this.now() };
       // A build signal may have landed while this decision was in flight.
-      const late = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.cfg.attributeWindowOnly);
+      const late = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.attribution);
       if (late) this.retro.push({ orphan, attribution: late });
-      else this.keepOrphan(orphan);
+      else this.orphans.keep(orphan, this.now());
       return;
     }
     if (!r.claimed) return; // this (session, IP) already alerted, here or on another daemon
@@ -462,8 +463,9 @@ export class Correlator {
   }
 
   private async raise(sig: EgressSignal, a: AttributionResult, firstSeenAt: number, t0: number): Promise<void> {
-    const severity = severityOf(a.session, a.kind);
+    const severity = severityOf(a.session, a.kind, a.builder);
     const alert = buildAlert({
+      builder: a.builder,
       environment: this.cfg.environment,
       session: a.session,
       egress: sig,
@@ -522,41 +524,11 @@ export class Correlator {
   // Late build signals: unattributed new IPs wait a clock-skew's time for their session
   // ---------------------------------------------------------------------------------------
 
-  private keepOrphan(o: Orphan): void {
-    this.expireOrphans();
-    let list = this.orphans.get(o.sig.host);
-    if (!list) {
-      list = [];
-      this.orphans.set(o.sig.host, list);
-    }
-    if (list.length >= MAX_ORPHANS_PER_HOST || this.orphanCount >= MAX_ORPHANS) return;
-    list.push(o);
-    this.orphanCount++;
-  }
-
-  private expireOrphans(): void {
-    const horizon = this.now() - this.cfg.clockSkewMs;
-    for (const [host, list] of this.orphans) {
-      const keep = list.filter((o) => o.addedAt >= horizon);
-      this.orphanCount -= list.length - keep.length;
-      if (keep.length === 0) this.orphans.delete(host);
-      else if (keep.length !== list.length) this.orphans.set(host, keep);
-    }
-  }
-
   private retroAttribute(host: string): void {
-    const list = this.orphans.get(host);
-    if (!list || list.length === 0) return;
-    this.expireOrphans();
-    const keep: Orphan[] = [];
-    for (const o of this.orphans.get(host) ?? []) {
-      const a = attribute(o.sig, this.table.openAt(host, o.sig.timeMs), this.cfg.attributeWindowOnly);
-      if (a) this.retro.push({ orphan: o, attribution: a });
-      else keep.push(o);
-    }
-    this.orphanCount -= (this.orphans.get(host)?.length ?? 0) - keep.length;
-    if (keep.length > 0) this.orphans.set(host, keep);
-    else this.orphans.delete(host);
+    const found = this.orphans.take(host, this.now(), (o) =>
+      attribute(o.sig, this.table.openAt(host, o.sig.timeMs), this.attribution),
+    );
+    for (const f of found) this.retro.push({ orphan: f.orphan, attribution: f.match });
     if (this.retro.length > 0) this.schedule();
   }
 

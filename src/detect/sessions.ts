@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import type { AlertEvidence } from './alert.js';
 import type { BuildSignal } from './classify.js';
-import { cgroupMatches } from './classify.js';
+import { cgroupMatches, isKanikoExecutor } from './classify.js';
 import { formatTimeNs } from '../falco/event.js';
 import { truncate } from '../ops/logger.js';
 import type { HostSnapshot, RemoteAccept, SessionRecord, SessionWrite } from '../store/build-sessions.js';
@@ -25,8 +25,9 @@ const MAX_EVIDENCE = 4;
 const MAX_OUTPUT = 1000;
 /**
  * A remote Docker API accept makes build activity remote when it came at most this long
- * before: a client uploads its build context between the accept and the first build step, and
- * contexts of a few hundred MB take a while on a slow link.
+ * before (or `build_window`, when that is longer): a client uploads its build context between
+ * the accept and the first build step, and a context of a few GB over a slow link takes many
+ * minutes. Falco sees only the accept, not the upload, so the link must outlast it.
  */
 export const REMOTE_LINK_MS = 120_000;
 
@@ -34,6 +35,11 @@ export interface SessionTableOptions {
   buildWindowMs: number;
   clockSkewMs: number;
   maxSessions: number;
+}
+
+/** How long before build activity a remote accept still makes it remote. */
+export function remoteLinkMs(opts: SessionTableOptions): number {
+  return Math.max(REMOTE_LINK_MS, opts.buildWindowMs);
 }
 
 interface HostState {
@@ -85,7 +91,7 @@ function sharesRecordKey(a: SessionRecord, b: SessionRecord): boolean {
 function buildContainer(sig: BuildSignal): string | null {
   if (sig.containerId === null) return null;
   if (sig.activity === 'step') return sig.containerId;
-  const kaniko = (sig.image ?? '').includes('kaniko-project/executor') || sig.proc.exepath === '/kaniko/executor';
+  const kaniko = (sig.image ?? '').includes('kaniko-project/executor') || isKanikoExecutor(sig.proc, sig.containerId);
   return kaniko ? sig.containerId : null;
 }
 
@@ -148,7 +154,7 @@ export class SessionTable {
       // Falco sources, reconnects). Builds already running before it are linked only by
       // their next activity (see below), not retroactively.
       for (const s of h.sessions) {
-        if (s.remotePeer === null && s.startedAt >= t - this.opts.clockSkewMs && s.startedAt <= t + REMOTE_LINK_MS) {
+        if (s.remotePeer === null && s.startedAt >= t - this.opts.clockSkewMs && s.startedAt <= t + remoteLinkMs(this.opts)) {
           this.setRemote(s, sig.remotePeer);
           this.markUpsert(s);
         }
@@ -168,7 +174,7 @@ export class SessionTable {
     } else {
       this.extend(s, sig);
     }
-    if (s.remotePeer === null && h.remote && h.remote.timeMs >= t - REMOTE_LINK_MS && h.remote.timeMs <= t + this.opts.clockSkewMs) {
+    if (s.remotePeer === null && h.remote && h.remote.timeMs >= t - remoteLinkMs(this.opts) && h.remote.timeMs <= t + this.opts.clockSkewMs) {
       this.setRemote(s, h.remote.peer);
     }
     this.markUpsert(s);

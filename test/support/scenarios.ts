@@ -46,7 +46,8 @@ export const SCENARIOS: Scenario[] = [
   {
     title: 'BuildKit docker build whose RUN step curls a never-seen IP: 1 alert, high, lineage',
     file: 'buildkit-run-curl.jsonl',
-    config: { allowDomains: ['docker.io'] },
+    // The base-image pull goes to the registry's network, allow-listed as users are told to.
+    config: { allowCidrs: ['192.0.2.0/24'] },
     alerts: [high('203.0.113.9')],
   },
   {
@@ -54,7 +55,27 @@ export const SCENARIOS: Scenario[] = [
     file: 'remote-api-build.jsonl',
     alerts: [high('203.0.113.66', { severity: 'critical', remotePeer: '198.51.100.7:53422' })],
   },
+  {
+    title: 'remote API build whose context upload takes minutes (accept 7.5 min before the first step): critical',
+    file: 'remote-api-slow-upload.jsonl',
+    alerts: [high('203.0.113.155', { severity: 'critical', remotePeer: '198.51.100.23:50000' })],
+  },
   { title: 'classic builder, RUN wget to a never-seen IP: 1 alert', file: 'classic-builder-wget.jsonl', alerts: [high('203.0.113.77')] },
+  {
+    title: 'RUN step deeper than proc.aname[6]: the BuildKit cgroup ties it to the build, 1 alert',
+    file: 'deep-ancestry.jsonl',
+    alerts: [high('203.0.113.142')],
+  },
+  {
+    title: 'daemonised step under containerd-shim (nerdctl, containerd worker): the /buildkit/ cgroup ties it, 1 alert',
+    file: 'daemonised-step.jsonl',
+    alerts: [high('203.0.113.143')],
+  },
+  {
+    title: 'busybox wget in a RUN step: DNS over UDP to new IPv4 and IPv6 resolvers, then the download: 3 alerts',
+    file: 'busybox-dns-udp.jsonl',
+    alerts: [high('198.51.100.53'), high('2001:db8:53::53'), high('203.0.113.146')],
+  },
   { title: 'buildah bud fetching from a never-seen IP: 1 alert', file: 'buildah-bud.jsonl', alerts: [high('203.0.113.88')] },
   { title: 'rootless podman build fetching from a never-seen IPv6: 1 alert', file: 'podman-build.jsonl', alerts: [high('2001:db8:beef::10')] },
   { title: 'kaniko fetching from a never-seen IP: 1 alert', file: 'kaniko.jsonl', alerts: [high('203.0.113.120', { host: 'node-k' })] },
@@ -62,8 +83,33 @@ export const SCENARIOS: Scenario[] = [
   {
     title: 'build pulling only from allow-listed registries: no alert',
     file: 'allowlisted-registries.jsonl',
-    config: { allowDomains: ['docker.io', '.alpinelinux.org'], allowCidrs: ['192.0.2.32/28'] },
+    config: { allowCidrs: ['192.0.2.0/26'] },
     alerts: [],
+  },
+  {
+    title: 'the same build with no allow-list: the builder\'s own pulls are medium, the RUN step\'s fetches high',
+    file: 'allowlisted-registries.jsonl',
+    alerts: [
+      high('192.0.2.10', { severity: 'medium', attribution: 'window' }),
+      high('192.0.2.20', { severity: 'medium', attribution: 'window' }),
+      high('192.0.2.30'),
+      high('192.0.2.40', { severity: 'medium', attribution: 'window' }),
+      high('192.0.2.45'),
+    ],
+  },
+  {
+    title: 'the builder itself downloads (ADD <url>) from a never-seen IP: 1 alert, medium; containerd\'s pulls only teach',
+    file: 'builder-add-url.jsonl',
+    config: { allowCidrs: ['192.0.2.0/24'] },
+    alerts: [high('203.0.113.140', { severity: 'medium', attribution: 'window' })],
+    known: ['203.0.113.141'],
+  },
+  {
+    title: 'alert_builder_egress off: the builder\'s own connections only teach the first-seen set',
+    file: 'builder-add-url.jsonl',
+    config: { allowCidrs: ['192.0.2.0/24'], alertBuilderEgress: false },
+    alerts: [],
+    known: ['203.0.113.140', '203.0.113.141'],
   },
   { title: 'build contacting an IP the environment already knows (seen from any host): no alert', file: 'known-ip.jsonl', alerts: [] },
   { title: 'same new IP contacted several times in one build: exactly 1 alert', file: 'same-ip-twice.jsonl', alerts: [high('203.0.113.160')] },
@@ -77,6 +123,16 @@ export const SCENARIOS: Scenario[] = [
     file: 'image-after-build.jsonl',
     alerts: [high('203.0.113.200', { attribution: 'image' }), high('203.0.113.202', { attribution: 'image' })],
     known: ['203.0.113.201'],
+  },
+  {
+    title: 'images named as engines report them (registry host:port, docker.io/library, podman localhost/): image alerts',
+    file: 'image-names.jsonl',
+    alerts: [
+      high('203.0.113.190', { attribution: 'image' }),
+      high('203.0.113.191', { attribution: 'image' }),
+      high('203.0.113.193', { attribution: 'image', host: 'node-p' }),
+    ],
+    known: ['203.0.113.192'],
   },
   {
     title: 'host process contacts a new IP with no build open: no alert (IP recorded)',
