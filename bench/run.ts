@@ -20,7 +20,7 @@ import { fromFalcoJson, type FalcoEvent } from '../src/falco/event.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { createStores } from '../src/store/stores.js';
-import { demoScript, toFalcoJson } from '../src/demo/script.js';
+import { demoScript, renderScript } from '../src/demo/script.js';
 import { TestRedis } from '../test/support/redis.js';
 
 const SCALE = Number(process.env['BENCH_SCALE'] ?? '1');
@@ -33,14 +33,17 @@ function config(overrides: Partial<Config>): Config {
   });
 }
 
+type Templates = { trigger: Record<string, unknown>; step: Record<string, unknown>; egress: Record<string, unknown> };
+
 /** Template events from the demo script: [build trigger, build step, egress from the step]. */
-function templates(): { trigger: Record<string, unknown>; step: Record<string, unknown>; egress: Record<string, unknown> } {
+async function templates(): Promise<Templates> {
   const script = demoScript();
-  const start = BigInt(Date.now()) * 1_000_000n;
+  const rendered = await renderScript(BigInt(Date.now()) * 1_000_000n, script);
   const pick = (rule: string, host: string): Record<string, unknown> => {
-    const ev = script.find((e) => e.rule === rule && e.hostname === host);
+    const i = script.findIndex((e) => e.rule === rule && e.hostname === host);
+    const ev = rendered[i];
     if (!ev) throw new Error(`no ${rule} in the demo script`);
-    return toFalcoJson(ev, start);
+    return ev;
   };
   return {
     trigger: pick('T1612 Image Build Command Executed', 'ci-build-01'),
@@ -86,7 +89,7 @@ async function warmCache(label: string, cfg: Config, n: number, ips: number): Pr
   const stores = await createStores(cfg, { logger, metrics });
   const sink = collector();
   const corr = new Correlator(cfg, { stores, sink, metrics, logger });
-  const t = templates();
+  const t = await templates();
   const now = Date.now();
   // One open build per host, so every egress also goes through attribution.
   const hosts = ['node-a', 'node-b', 'node-c', 'node-d'];
@@ -122,7 +125,7 @@ async function cold(cfg: Config, n: number): Promise<void> {
   const stores = await createStores(cfg, { logger, metrics });
   const sink = collector();
   const corr = new Correlator(cfg, { stores, sink, metrics, logger });
-  const t = templates();
+  const t = await templates();
   const now = Date.now();
   // Host traffic outside any build: container egress, every IP never seen.
   const events: FalcoEvent[] = [];
@@ -144,7 +147,7 @@ async function latency(cfg: Config, builds: number): Promise<void> {
   const stores = await createStores(cfg, { logger, metrics });
   const sink = collector();
   const corr = new Correlator(cfg, { stores, sink, metrics, logger });
-  const t = templates();
+  const t = await templates();
   const now = Date.now();
   const sent = new Map<string, number>();
   for (let b = 0; b < builds; b++) {
@@ -174,7 +177,7 @@ async function httpIngest(n: number, batch: number): Promise<void> {
   const cfg = config({ httpAddress: '127.0.0.1:0', intakeQueueSize: 50_000 });
   const daemon = new Daemon(cfg, { logger, metrics: new Metrics(), alertSink: collector() });
   await daemon.start();
-  const t = templates();
+  const t = await templates();
   const now = Date.now();
   const lines: string[] = [];
   for (let i = 0; i < batch; i++) {

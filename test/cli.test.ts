@@ -99,7 +99,7 @@ describe('t1612d CLI', function () {
   it('replays recorded events from stdin and prints each alert as one JSON line', async () => {
     const { readFileSync } = await import('node:fs');
     const sample = readFileSync(join(import.meta.dirname, '..', 'examples', 'sample-events.jsonl'), 'utf8');
-    const r = await run(['replay', '-'], { T1612D_ALLOW_DOMAINS: 'docker.io' }, sample);
+    const r = await run(['replay', '-'], { T1612D_ALLOW_CIDRS: '104.16.0.0/13' }, sample);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n').filter((l) => l !== '');
     assert.equal(lines.length, 1, r.stdout);
@@ -114,7 +114,7 @@ describe('t1612d CLI', function () {
     const dir = mkdtempSync(join(tmpdir(), 't1612d-cli-'));
     try {
       const cfg = join(dir, 'tune.yaml');
-      writeFileSync(cfg, 'allow_domains: [docker.io]\nallow_cidrs: [203.0.113.0/24]\n');
+      writeFileSync(cfg, 'allow_cidrs: [104.16.0.0/13, 203.0.113.0/24]\n');
       const file = join(import.meta.dirname, '..', 'examples', 'sample-events.jsonl');
       const r = await run(['replay', file, '--config', cfg]);
       assert.equal(r.code, 0, r.stderr);

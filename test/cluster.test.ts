@@ -10,7 +10,7 @@ import { Daemon } from '../src/daemon.js';
 import type { Alert } from '../src/detect/alert.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
-import { demoScript, toFalcoJson, ATTACKER_IP } from '../src/demo/script.js';
+import { renderScript, ATTACKER_IP, REGISTRY_CIDR } from '../src/demo/script.js';
 import { TestRedis } from './support/redis.js';
 import { TestRedisCluster } from './support/redis-cluster.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
@@ -38,7 +38,7 @@ describe('Redis Cluster', function () {
         redisClusterNodes: cluster.nodes,
         redisPrefix: prefix,
         environment: 'prod',
-        allowDomains: ['docker.io'],
+        allowCidrs: [REGISTRY_CIDR],
         webhookUrl: receiver.url,
         deliveryBackoffInitialMs: 50,
         logLevel: 'silent',
@@ -56,9 +56,7 @@ describe('Redis Cluster', function () {
     try {
       // Both hosts' Falco report the same attack (same host name, as two sources would).
       const start = BigInt(Date.now() - 5_000) * 1_000_000n;
-      const body = demoScript()
-        .map((ev) => JSON.stringify(toFalcoJson(ev, start)))
-        .join('\n');
+      const body = (await renderScript(start)).map((ev) => JSON.stringify(ev)).join('\n');
       const posts = [a, b].map((d) => fetch(`http://127.0.0.1:${d.port}/falco`, { method: 'POST', body }));
       for (const res of await Promise.all(posts)) assert.equal(res.status, 200);
       await receiver.waitFor(() => receiver.requests.length >= 1, 15_000, 'the alert');

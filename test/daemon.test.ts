@@ -13,15 +13,15 @@ import type { Alert } from '../src/detect/alert.js';
 import { FalcoEmulator, responseFromJson } from '../src/falco/emulator.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
-import { demoScript, toFalcoJson, ATTACKER_IP, ATTACK_HOST } from '../src/demo/script.js';
+import { demoScript, renderScript, ATTACKER_IP, ATTACK_HOST, REGISTRY_CIDR } from '../src/demo/script.js';
 import { TestRedis } from './support/redis.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
 
 const SECRET = 'daemon-test-secret';
 
-function scriptJson(): string[] {
+async function scriptJson(): Promise<string[]> {
   const start = BigInt(Date.now() - 5_000) * 1_000_000n;
-  return demoScript().map((ev) => JSON.stringify(toFalcoJson(ev, start)));
+  return (await renderScript(start)).map((ev) => JSON.stringify(ev));
 }
 
 async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
@@ -70,7 +70,7 @@ describe('daemon end to end', function () {
         redisPrefix: TestRedis.prefix(),
         webhookUrl: receiver.url,
         webhookSecret: SECRET,
-        allowDomains: ['docker.io'],
+        allowCidrs: [REGISTRY_CIDR],
         deliveryBackoffInitialMs: 50,
         falcoGrpcPollIntervalMs: 20,
         logLevel: 'silent',
@@ -102,7 +102,7 @@ describe('daemon end to end', function () {
     const falco = await FalcoEmulator.start({ address: `unix://${join(dir, 'falco.sock')}` });
     cleanups.push(() => falco.close());
     const daemon = await startDaemon(config({ falcoGrpcAddress: falco.address }));
-    for (const line of scriptJson()) falco.enqueue(responseFromJson(line));
+    for (const line of await scriptJson()) falco.enqueue(responseFromJson(line));
 
     await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the attack alert');
     await daemon.intake.whenIdle();
@@ -115,6 +115,12 @@ describe('daemon end to end', function () {
     assert.equal(alert.severity, 'critical');
     assert.equal(alert.connection.attribution, 'lineage');
     assert.equal(alert.build.trigger.remote_peer, '198.51.100.7:53422');
+    assert.deepEqual(
+      alert.evidence.map((e) => e.rule),
+      ['T1612 Remote Docker API Connection', 'T1612 Builder Runtime Started', 'T1612 Build Step Outbound Connection'],
+      'the evidence shows the remote accept, the build step and the download, in order',
+    );
+    assert.match(alert.evidence[0]?.output ?? '', /fd\.cip=198\.51\.100\.7/);
     const req = receiver.requests[0];
     assert.ok(req);
     assert.equal(req.headers['x-t1612d-delivery'], alert.id);
@@ -161,7 +167,7 @@ describe('daemon end to end', function () {
     await new Promise((r) => setTimeout(r, 1_500));
     await falco.restart();
     await waitUntil('ready again after Falco is back', async () => (await readyz(daemon.port)) === 200, 15_000);
-    for (const line of scriptJson()) falco.enqueue(responseFromJson(line));
+    for (const line of await scriptJson()) falco.enqueue(responseFromJson(line));
     await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the alert after the restart');
     assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
   });
@@ -169,7 +175,7 @@ describe('daemon end to end', function () {
   it('Falco >= 0.44 mode: http_output bodies POSTed to /falco produce the same alert', async () => {
     const daemon = await startDaemon(config({ falcoGrpcAddress: '', httpToken: 'tok' }));
     assert.equal(await readyz(daemon.port), 200);
-    for (const line of scriptJson()) {
+    for (const line of await scriptJson()) {
       // Falco's http_output: one event per POST, application/json.
       const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, {
         method: 'POST',
@@ -196,7 +202,7 @@ describe('daemon end to end', function () {
     const before = (await (await fetch(`http://127.0.0.1:${daemon.port}/readyz`)).json()) as { ready: boolean; checks: Record<string, boolean> };
     assert.equal(before.ready, false);
     assert.equal(before.checks['redis'], false);
-    const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, { method: 'POST', body: scriptJson().join('\n') });
+    const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, { method: 'POST', body: (await scriptJson()).join('\n') });
     assert.equal(res.status, 200);
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(receiver.requests.length, 0, 'nothing decided without Redis');
@@ -211,7 +217,7 @@ describe('daemon end to end', function () {
     let calls = 0;
     receiver.respond(() => (++calls <= 2 ? { status: 503 } : { status: 200 }));
     const daemon = await startDaemon(config({ falcoGrpcAddress: '', redisUrl: undefined, deliveryBackoffInitialMs: 200 }));
-    const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, { method: 'POST', body: scriptJson().join('\n') });
+    const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, { method: 'POST', body: (await scriptJson()).join('\n') });
     assert.equal(res.status, 200);
     await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the first (refused) attempt');
     await daemon.close();

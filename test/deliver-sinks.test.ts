@@ -276,9 +276,9 @@ describe('deliver: sinks', function () {
     assert.equal((await sink.send(sampleAlert(4), '{}')).kind, 'fail');
   });
 
-  it('createSinks builds the sinks the configuration names', async () => {
+  it('createSinks builds the sinks the configuration names (stdout when it names none)', async () => {
     const none = createSinks(resolveConfig({ env: {} }), { logger: silentLogger() });
-    assert.deepEqual(none.map((s) => s.name), []);
+    assert.deepEqual(none.map((s) => s.name), ['stdout']);
     const both = createSinks(resolveConfig({ env: { T1612D_WEBHOOK_URL: rx.url, T1612D_SIDEKICK_URL: rx.url } }), { logger: silentLogger() });
     assert.deepEqual(both.map((s) => s.name), ['webhook', 'sidekick']);
     for (const s of both) await s.close?.();

@@ -286,6 +286,11 @@ describe('rules check', function () {
       }
     });
 
+    it('so does the recorded sample in examples/ (the demo script rendered through the rules)', async () => {
+      const seen = await assertShippedRulesEvents(join(root, 'examples', 'sample-events.jsonl'));
+      assert.ok(seen.has('T1612 Remote Docker API Connection'));
+    });
+
     it('so do the correlator scenario fixtures, and together they use every shipped rule', async () => {
       const dir = join(here, 'fixtures', 'scenarios');
       const files = (await readdir(dir)).filter((f) => f.endsWith('.jsonl') && f !== 'malformed.jsonl');

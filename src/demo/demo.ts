@@ -13,7 +13,7 @@ import { Daemon } from '../daemon.js';
 import { FalcoEmulator, responseFromJson } from '../falco/emulator.js';
 import { createLogger } from '../ops/logger.js';
 import { DemoReceiver } from './receiver.js';
-import { demoScript, toFalcoJson, ATTACK_HOST, ATTACKER_IP, BENIGN_HOST } from './script.js';
+import { renderScript, ATTACK_HOST, ATTACKER_IP, BENIGN_HOST, REGISTRY_CIDR } from './script.js';
 
 export interface DemoOptions {
   out: Writable;
@@ -38,7 +38,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
         falcoGrpcPollIntervalMs: 20,
         httpAddress: '',
         environment: 'demo',
-        allowDomains: ['docker.io', 'cloudflare.docker.com'],
+        allowCidrs: [REGISTRY_CIDR],
         webhookUrl,
         webhookSecret: secret,
         deliveryBackoffInitialMs: 100,
@@ -55,9 +55,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     print('');
     // Stamp the script as if it had just happened (Falco reports events after the fact).
     const startNs = BigInt(Date.now() - 2_000) * 1_000_000n;
-    for (const ev of demoScript()) {
-      emulator.enqueue(responseFromJson(toFalcoJson(ev, startNs)));
-    }
+    for (const ev of await renderScript(startNs)) emulator.enqueue(responseFromJson(ev));
 
     // Wait for the attack alert, then let everything else settle so an unexpected alert for
     // the benign build would show up too.

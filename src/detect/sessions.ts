@@ -147,7 +147,7 @@ export class SessionTable {
     if (sig.activity === 'api') {
       if (sig.remotePeer === null) return null;
       if (!h.remote || h.remote.timeMs <= t) {
-        h.remote = { peer: sig.remotePeer, timeMs: t };
+        h.remote = { peer: sig.remotePeer, timeMs: t, evidence: evidenceOf(sig) };
         this.markRemote(sig.host, h.remote);
       }
       // A build that opened just after this accept but whose signals arrived first (several
@@ -155,7 +155,7 @@ export class SessionTable {
       // their next activity (see below), not retroactively.
       for (const s of h.sessions) {
         if (s.remotePeer === null && s.startedAt >= t - this.opts.clockSkewMs && s.startedAt <= t + remoteLinkMs(this.opts)) {
-          this.setRemote(s, sig.remotePeer);
+          this.setRemote(s, h.remote);
           this.markUpsert(s);
         }
       }
@@ -175,7 +175,7 @@ export class SessionTable {
       this.extend(s, sig);
     }
     if (s.remotePeer === null && h.remote && h.remote.timeMs >= t - remoteLinkMs(this.opts) && h.remote.timeMs <= t + this.opts.clockSkewMs) {
-      this.setRemote(s, h.remote.peer);
+      this.setRemote(s, h.remote);
     }
     this.markUpsert(s);
     return s;
@@ -203,7 +203,10 @@ export class SessionTable {
         this.dirtyHost(host).remove.add(oldId);
       }
       local.lastActivity = Math.max(local.lastActivity, rec.lastActivity);
-      if (local.remotePeer === null && rec.remotePeer !== null) this.setRemote(local, rec.remotePeer);
+      if (local.remotePeer === null && rec.remotePeer !== null) {
+        local.remotePeer = rec.remotePeer;
+        local.trigger = { ...local.trigger, remote_peer: rec.remotePeer };
+      }
       for (const p of rec.pids) pushCapped(local.pids, p, MAX_PIDS);
       for (const c of rec.cgroups) pushCapped(local.cgroups, c, MAX_CGROUPS);
       for (const c of rec.containers) pushCapped(local.containers, c, MAX_CONTAINERS);
@@ -266,9 +269,15 @@ export class SessionTable {
     this.dirtyHost(host).remote = r;
   }
 
-  private setRemote(s: SessionRecord, peer: string): void {
-    s.remotePeer = peer;
-    s.trigger = { ...s.trigger, remote_peer: peer };
+  private setRemote(s: SessionRecord, remote: RemoteAccept): void {
+    s.remotePeer = remote.peer;
+    s.trigger = { ...s.trigger, remote_peer: remote.peer };
+    // The accept is the strongest evidence of a remote build; it came first, so it goes first
+    // (the trigger is kept in build.trigger should the cap push it out of the list).
+    if (remote.evidence && !s.evidence.some((e) => e.time === remote.evidence?.time && e.rule === remote.evidence.rule)) {
+      if (s.evidence.length >= MAX_EVIDENCE) s.evidence.splice(1, 1);
+      s.evidence.unshift(remote.evidence);
+    }
   }
 
   private open(sig: BuildSignal, h: HostState): SessionRecord {

@@ -35,6 +35,8 @@ export interface RemoteAccept {
   peer: string;
   /** Event time, ms. */
   timeMs: number;
+  /** The accept event, shown in the alert's evidence of the builds it makes remote. */
+  evidence?: AlertEvidence | undefined;
 }
 
 /** What a store holds for one host. */
@@ -94,7 +96,13 @@ export function parseRemoteAccept(text: string | null | undefined): RemoteAccept
   if (!text) return null;
   try {
     const o = JSON.parse(text) as Partial<RemoteAccept>;
-    return typeof o.peer === 'string' && typeof o.timeMs === 'number' ? { peer: o.peer, timeMs: o.timeMs } : null;
+    if (typeof o.peer !== 'string' || typeof o.timeMs !== 'number') return null;
+    const e = o.evidence;
+    const evidence =
+      e && typeof e === 'object' && typeof e.time === 'string' && typeof e.rule === 'string' && typeof e.output === 'string'
+        ? { time: e.time, rule: e.rule, output: e.output }
+        : undefined;
+    return { peer: o.peer, timeMs: o.timeMs, evidence };
   } catch {
     return null;
   }
