@@ -372,7 +372,8 @@ function parseValue(s: Setting, raw: unknown): unknown {
     case 'grpcAddress': {
       if (str === null || str === '') return '';
       if (typeof str !== 'string') return undefined;
-      if (str.startsWith('unix://')) return str.length > 'unix://'.length ? str : undefined;
+      // gRPC's own spellings: unix:///abs/path and unix:/abs/path (also unix:relative).
+      if (str.startsWith('unix:')) return /^unix:(\/\/)?.+/.test(str) && str !== 'unix://' ? str : undefined;
       return parseHostPort(str) ? str : undefined;
     }
     case 'listenAddress': {
@@ -463,7 +464,7 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 }
 
 function crossCheck(cfg: Config): void {
-  const tcp = cfg.falcoGrpcAddress !== '' && !cfg.falcoGrpcAddress.startsWith('unix://');
+  const tcp = cfg.falcoGrpcAddress !== '' && !cfg.falcoGrpcAddress.startsWith('unix:');
   if (tcp) {
     for (const key of ['falcoGrpcCaFile', 'falcoGrpcCertFile', 'falcoGrpcKeyFile'] as const) {
       if (!cfg[key]) {

@@ -39,6 +39,13 @@ describe('config', () => {
     assert.deepEqual(c.webhookHeaders, { 'X-Team': 'sec' });
   });
 
+  it("accepts gRPC's unix socket spellings without asking for TLS files", () => {
+    for (const address of ['unix:///run/falco/falco.sock', 'unix:/run/falco/falco.sock']) {
+      assert.equal(resolveConfig({ env: { T1612D_FALCO_GRPC_ADDRESS: address } }).falcoGrpcAddress, address);
+    }
+    assert.throws(() => resolveConfig({ env: { T1612D_FALCO_GRPC_ADDRESS: 'unix://' } }), /falco_grpc_address/);
+  });
+
   it('parses durations with every suffix', () => {
     assert.equal(parseDuration('250ms'), 250);
     assert.equal(parseDuration('2s'), 2000);
