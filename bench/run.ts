@@ -208,11 +208,11 @@ async function httpIngest(n: number, batch: number): Promise<void> {
 
 async function main(): Promise<void> {
   console.log(`t1612d bench (node ${process.version}, scale ${SCALE})`);
-  await warmCache('correlator, memory, warm cache', config({}), 300_000 * SCALE, 5_000);
+  await warmCache('correlator, memory, warm cache', config({}), 2_000_000 * SCALE, 5_000);
   const redis = await TestRedis.start();
   try {
     const redisCfg = (extra: Partial<Config> = {}): Config => config({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), ...extra });
-    await warmCache('correlator, redis, warm cache', redisCfg(), 300_000 * SCALE, 5_000);
+    await warmCache('correlator, redis, warm cache', redisCfg(), 2_000_000 * SCALE, 5_000);
     await cold(redisCfg(), 50_000 * SCALE);
     await latency(redisCfg(), 2_000 * SCALE);
   } finally {
