@@ -54,6 +54,17 @@ async function cmdRun(configFile: string | undefined): Promise<number> {
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
+  // A failure nothing else caught means state we cannot trust: say so, stop cleanly (pending
+  // alerts stay in the Redis outbox) and exit non-zero so the supervisor restarts us.
+  const fatal = (kind: string) => (err: unknown): void => {
+    logger.fatal({ err: describeError(err), stack: err instanceof Error ? err.stack : undefined }, kind);
+    process.exitCode = 1;
+    if (stopping) return;
+    stopping = true;
+    void daemon.close().finally(() => process.exit(1));
+  };
+  process.on('unhandledRejection', fatal('unhandled rejection'));
+  process.on('uncaughtException', fatal('uncaught exception'));
   await daemon.start();
   return new Promise<number>(() => {
     // Runs until a signal; stop() exits the process.
