@@ -111,9 +111,7 @@ export class Daemon {
           { address: cfg.httpAddress, token: cfg.httpToken, bodyLimit: cfg.httpBodyLimit },
           { intake: this.intake, metrics: this.metrics, logger: this.logger, readiness: () => this.readiness() },
         );
-        const { host, port } = await this.http.listen();
-        this.httpPort = port;
-        this.logger.info({ host, port, ingest: ['/falco', '/'], token: cfg.httpToken !== undefined }, 'http server listening');
+        this.httpPort = (await this.http.listen()).port;
       }
       if (sources && cfg.falcoGrpcAddress !== '') {
         this.grpc = new GrpcSource(grpcSourceOptionsFromConfig(cfg), {

@@ -97,6 +97,14 @@ async function cmdOutbox(sub: string | undefined, configFile: string | undefined
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // `rules check` has options of its own (--no-sysdig, -h): hand it everything after the verb.
+  if (argv[0] === 'rules') {
+    if (argv[1] !== 'check') {
+      process.stderr.write(`t1612d rules: unknown sub-command ${argv[1] ?? '(none)'}; did you mean 'rules check'?\n`);
+      return 2;
+    }
+    return runRulesCheck(argv.slice(2), process.stdout);
+  }
   let parsed;
   try {
     parsed = parseArgs({
@@ -135,12 +143,6 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdReplay(rest[0], values.config);
       case 'demo':
         return await runDemo({ out: process.stdout });
-      case 'rules':
-        if (rest[0] !== 'check') {
-          process.stderr.write(`t1612d rules: unknown sub-command ${rest[0] ?? '(none)'}; did you mean 'rules check'?\n`);
-          return 2;
-        }
-        return await runRulesCheck(rest.slice(1), process.stdout);
       case 'outbox':
         return await cmdOutbox(rest[0], values.config);
       default:

@@ -59,6 +59,15 @@ describe('t1612d CLI', function () {
     assert.match(lines[0] ?? '', /^t1612d: invalid setting build_window \(T1612D_BUILD_WINDOW\)/);
   });
 
+  it('rules check: takes its own options, exit 0 on the shipped rules, 2 on a wrong verb', async () => {
+    const ok = await run(['rules', 'check', '--no-sysdig']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^rules check ok: .* 0 errors; conditions not compiled \(disabled\)/);
+    const bad = await run(['rules', 'chek']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /did you mean 'rules check'/);
+  });
+
   it('names an unknown command', async () => {
     const r = await run(['bulid']);
     assert.equal(r.code, 2);

@@ -390,8 +390,9 @@ class OutboxImpl implements Outbox {
   }
 
   private async begin(): Promise<void> {
-    const first = this.clients[0];
-    if (first) await waitReady(first, 5_000).catch(() => undefined);
+    // Every connection (the shared one and each sink's blocking reader) gets a chance to come
+    // up before the first read, so a normal start logs no read failure.
+    await Promise.all(this.clients.map((c) => waitReady(c, 5_000).catch(() => undefined)));
     try {
       await this.store.prepare();
     } catch (err) {
@@ -553,6 +554,11 @@ export function createOutbox(cfg: Config, deps: OutboxDeps): Outbox {
   const client = factory({ name: 't1612d-outbox', blocking: false });
   const clients: RedisClient[] = [client];
   const blocking = new Map<string, RedisClient>();
+  for (const sink of sinkNames) {
+    const c = factory({ name: `t1612d-outbox-${sink}`, blocking: true });
+    blocking.set(sink, c);
+    clients.push(c);
+  }
   const store = new RedisOutboxStore({
     prefix: cfg.redisPrefix,
     environment: cfg.environment,

@@ -97,7 +97,7 @@ export class Metrics {
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) {
-      collectDefaultMetrics({ register: this.registry, prefix: 't1612d_process_' });
+      collectDefaultMetrics({ register: this.registry, prefix: 't1612d_' });
     }
   }
 

@@ -54,11 +54,11 @@ export function createRedisClient(options: RedisConnectionOptions): RedisClient 
     const msg = describeError(err);
     if (msg !== lastError) {
       lastError = msg;
-      options.logger.warn({ err: msg, name: common.connectionName }, 'redis error');
+      options.logger.warn({ err: msg, client: common.connectionName }, 'redis error');
     }
   });
   client.on('ready', () => {
-    if (lastError !== '') options.logger.info({ name: common.connectionName }, 'redis connected');
+    if (lastError !== '') options.logger.info({ client: common.connectionName }, 'redis connected');
     lastError = '';
   });
   return client;
