@@ -454,6 +454,8 @@ export function resolveConfig(options: ResolveOptions = {}): Config {
     if (parsed === undefined) throw invalid(s, origin, raw);
     out[s.key] = parsed === null ? undefined : parsed;
   }
+  // `out` holds one parsed value for every key of Config: the loop above walks SETTINGS, which
+  // lists them all (the config tests check the defaults of each).
   const cfg = { ...(out as unknown as Config), ...stripUndefined(options.overrides ?? {}) };
   crossCheck(cfg);
   return cfg;

@@ -144,6 +144,15 @@ export class Daemon {
     }
   }
 
+  /**
+   * Resolves once every event received so far has been decided and its alerts handed to the
+   * outbox (not necessarily delivered): the intake is empty and the correlator idle.
+   */
+  async settle(): Promise<void> {
+    await this.intake.whenIdle();
+    await this.correlator?.flush();
+  }
+
   /** Idempotent graceful stop: sources, then pending decisions, then deliveries, then stores. */
   close(): Promise<void> {
     this.closing ??= this.doClose();

@@ -59,9 +59,10 @@ describe('Redis Cluster', function () {
       const body = (await renderScript(start)).map((ev) => JSON.stringify(ev)).join('\n');
       const posts = [a, b].map((d) => fetch(`http://127.0.0.1:${d.port}/falco`, { method: 'POST', body }));
       for (const res of await Promise.all(posts)) assert.equal(res.status, 200);
+      await Promise.all([a.settle(), b.settle()]);
+      const raised = (await a.metrics.value('t1612d_alerts_total')) + (await b.metrics.value('t1612d_alerts_total'));
+      assert.equal(raised, 1, 'one alert raised between the two daemons');
       await receiver.waitFor(() => receiver.requests.length >= 1, 15_000, 'the alert');
-      await Promise.all([a.intake.whenIdle(), b.intake.whenIdle()]);
-      await new Promise((r) => setTimeout(r, 500));
       const ids = new Set(receiver.requests.map((r) => String(r.headers['x-t1612d-delivery'])));
       assert.equal(ids.size, 1, 'one alert fleet-wide');
       const alert = JSON.parse(receiver.requests[0]?.text ?? '{}') as Alert;

@@ -32,6 +32,21 @@ async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, tim
   }
 }
 
+/**
+ * Wait until the daemon has received `events`, decided all of them, and every alert it raised
+ * reached the receiver: after this, "exactly N alerts" is a fact, not a race.
+ */
+async function settled(d: Daemon, receiver: WebhookReceiver, events: number): Promise<void> {
+  await waitUntil(`${events} events received`, async () => (await d.metrics.value('t1612d_falco_events_total')) >= events);
+  await d.settle();
+  const raised = await d.metrics.value('t1612d_alerts_total');
+  await receiver.waitFor(
+    () => new Set(receiver.requests.map((r) => String(r.headers['x-t1612d-delivery']))).size >= raised,
+    10_000,
+    `${raised} alert(s) delivered`,
+  );
+}
+
 async function readyz(port: number | undefined): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${port}/readyz`);
   await res.arrayBuffer();
@@ -56,9 +71,12 @@ describe('daemon end to end', function () {
     dir = mkdtempSync(join(tmpdir(), 't1612d-daemon-'));
   });
   afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+    // Every cleanup runs; a close() that fails is a failure of the test (close is idempotent).
+    const errors: unknown[] = [];
+    for (const c of cleanups.splice(0).reverse()) await c().catch((err: unknown) => errors.push(err));
     await receiver.close();
     rmSync(dir, { recursive: true, force: true });
+    if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
   });
 
   function config(overrides: Partial<Config>): Config {
@@ -104,9 +122,7 @@ describe('daemon end to end', function () {
     const daemon = await startDaemon(config({ falcoGrpcAddress: falco.address }));
     for (const line of await scriptJson()) falco.enqueue(responseFromJson(line));
 
-    await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the attack alert');
-    await daemon.intake.whenIdle();
-    await new Promise((r) => setTimeout(r, 300));
+    await settled(daemon, receiver, demoScript().length);
     const alerts = alertsReceived();
     assert.equal(alerts.length, 1, JSON.stringify(alerts.map((a) => a.summary)));
     const [alert] = alerts as [Alert];
@@ -132,7 +148,6 @@ describe('daemon end to end', function () {
     const text = await (await fetch(`http://127.0.0.1:${daemon.port}/metrics`)).text();
     assert.match(text, /t1612d_alerts_total\{severity="critical"\} 1/);
     assert.match(text, /t1612d_falco_connected 1/);
-    await receiver.waitFor(() => true, 10);
     await waitUntil('the delivery to be counted', async () => (await m.value('t1612d_deliveries_total', { status: 'ok' })) >= 1);
 
     // The known-IP set is in Redis, shared: another host's build reaching the same IP is quiet.
@@ -164,7 +179,6 @@ describe('daemon end to end', function () {
     assert.equal(body.checks['falco'], false);
     assert.equal(body.checks['redis'], true);
 
-    await new Promise((r) => setTimeout(r, 1_500));
     await falco.restart();
     await waitUntil('ready again after Falco is back', async () => (await readyz(daemon.port)) === 200, 15_000);
     for (const line of await scriptJson()) falco.enqueue(responseFromJson(line));
@@ -184,9 +198,7 @@ describe('daemon end to end', function () {
       });
       assert.equal(res.status, 200, await res.text());
     }
-    await receiver.waitFor(() => receiver.requests.length >= 1, 10_000, 'the alert');
-    await daemon.intake.whenIdle();
-    await new Promise((r) => setTimeout(r, 300));
+    await settled(daemon, receiver, demoScript().length);
     const alerts = alertsReceived();
     assert.equal(alerts.length, 1);
     assert.equal(alerts[0]?.severity, 'critical');
@@ -204,8 +216,11 @@ describe('daemon end to end', function () {
     assert.equal(before.checks['redis'], false);
     const res = await fetch(`http://127.0.0.1:${daemon.port}/falco`, { method: 'POST', body: (await scriptJson()).join('\n') });
     assert.equal(res.status, 200);
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(receiver.requests.length, 0, 'nothing decided without Redis');
+    // Held, not decided: every event is in, the egress ones wait in the correlator's buffer.
+    await waitUntil('all events received', async () => (await daemon.metrics.value('t1612d_falco_events_total')) >= demoScript().length);
+    await daemon.intake.whenIdle();
+    assert.equal(await daemon.metrics.value('t1612d_alerts_total'), 0, 'nothing decided without Redis');
+    assert.equal(receiver.requests.length, 0);
 
     await own.restart();
     await waitUntil('ready once Redis is back', async () => (await readyz(daemon.port)) === 200, 15_000);

@@ -115,6 +115,7 @@ interface AppendCommand {
 
 /** Register the append script on a client (idempotent). */
 function withAppend(client: RedisClient): AppendCommand {
+  // defineCommand adds methods at run time that ioredis's types cannot know about.
   const c = client as unknown as Partial<AppendCommand> & RedisClient;
   if (typeof c.t1612dOutboxAppend !== 'function') {
     client.defineCommand('t1612dOutboxAppend', { numberOfKeys: 1, lua: APPEND_SCRIPT });

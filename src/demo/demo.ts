@@ -13,7 +13,7 @@ import { Daemon } from '../daemon.js';
 import { FalcoEmulator, responseFromJson } from '../falco/emulator.js';
 import { createLogger } from '../ops/logger.js';
 import { DemoReceiver } from './receiver.js';
-import { renderScript, ATTACK_HOST, ATTACKER_IP, BENIGN_HOST, REGISTRY_CIDR } from './script.js';
+import { demoScript, renderScript, ATTACK_HOST, ATTACKER_IP, BENIGN_HOST, REGISTRY_CIDR } from './script.js';
 
 export interface DemoOptions {
   out: Writable;
@@ -57,13 +57,17 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const startNs = BigInt(Date.now() - 2_000) * 1_000_000n;
     for (const ev of await renderScript(startNs)) emulator.enqueue(responseFromJson(ev));
 
-    // Wait for the attack alert, then let everything else settle so an unexpected alert for
-    // the benign build would show up too.
-    await receiver.waitFor(1, 8_000);
-    await daemon.intake.whenIdle();
-    await new Promise((r) => setTimeout(r, 300));
+    // Every scripted event decided, then every alert delivered: an unexpected alert for the
+    // benign build would be in the receiver too.
+    const scripted = demoScript().length;
+    const deadline = Date.now() + 8_000;
+    while ((await daemon.metrics.value('t1612d_falco_events_total')) < scripted && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await daemon.settle();
+    const raised = await daemon.metrics.value('t1612d_alerts_total');
+    await receiver.waitFor(raised, Math.max(0, deadline - Date.now()));
     await daemon.close();
-    await receiver.waitFor(2, 200);
 
     const alerts = receiver.received.map((r) => r.alert);
     const attack = alerts.filter((a) => a.hostname === ATTACK_HOST && a.destination.ip === ATTACKER_IP);

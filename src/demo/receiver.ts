@@ -18,6 +18,7 @@ export class DemoReceiver {
   readonly received: Received[] = [];
   private readonly server: Server;
   private waiters: (() => void)[] = [];
+  private closing: Promise<void> | undefined;
 
   constructor(
     private readonly secret: string,
@@ -73,10 +74,15 @@ export class DemoReceiver {
     return this.received.length >= n;
   }
 
-  async close(): Promise<void> {
-    this.server.closeAllConnections();
-    this.server.close();
-    await once(this.server, 'close').catch(() => undefined);
+  /** Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const closed = once(this.server, 'close').catch(() => undefined);
+      this.server.closeAllConnections();
+      this.server.close();
+      await closed;
+    })();
+    return this.closing;
   }
 }
 

@@ -84,7 +84,8 @@ function writable(call: Writer): Promise<void> {
 }
 
 export class FalcoEmulator {
-  private queue: EmulatorMessage[] = [];
+  /** Slots before `head` are cleared (undefined) so sent messages can be collected. */
+  private queue: (EmulatorMessage | undefined)[] = [];
   private head = 0;
   private server: grpc.Server | undefined;
   private bound: string;
@@ -162,7 +163,7 @@ export class FalcoEmulator {
   private take(): EmulatorMessage | undefined {
     if (this.head >= this.queue.length) return undefined;
     const m = this.queue[this.head];
-    this.queue[this.head] = undefined as unknown as EmulatorMessage; // release for GC
+    this.queue[this.head] = undefined;
     this.head++;
     if (this.head === this.queue.length) {
       this.queue = [];

@@ -30,7 +30,8 @@ interface Item {
 }
 
 export class Intake {
-  private readonly queue: Item[] = [];
+  /** Slots before `head` are cleared (undefined) so drained events can be collected. */
+  private readonly queue: (Item | undefined)[] = [];
   private head = 0;
   private draining = false;
   private waiters: (() => void)[] = [];
@@ -109,9 +110,10 @@ export class Intake {
       while (this.head < this.queue.length) {
         // Yield now and then so a burst cannot starve the HTTP server and gRPC I/O.
         if (++handled % 512 === 0) await new Promise<void>((r) => setImmediate(r));
-        const item = this.queue[this.head] as Item;
-        this.queue[this.head] = undefined as unknown as Item; // release for GC
+        const item = this.queue[this.head];
+        this.queue[this.head] = undefined;
         this.head++;
+        if (item === undefined) continue;
         if (this.head > 4096 && this.head * 2 > this.queue.length) {
           this.queue.splice(0, this.head);
           this.head = 0;

@@ -66,11 +66,13 @@ const WARN_EVERY_MS = 10_000;
 /** A request that ended before the ingest could answer it; nothing to respond to. */
 class RequestAbortedError extends Error {
   override readonly name = 'RequestAbortedError';
+  readonly code = 'T1612D_REQUEST_ABORTED';
 }
 
 /** An ingest rejection with the status code and the one-line reason sent back. */
 class Rejection extends Error {
   override readonly name = 'Rejection';
+  readonly code = 'T1612D_INGEST_REJECTED';
   constructor(
     readonly status: number,
     message: string,

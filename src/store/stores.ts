@@ -25,7 +25,7 @@ export interface Stores {
 }
 
 /** How long start-up waits for Redis before carrying on not-ready (events are buffered). */
-const STARTUP_WAIT_MS = 5_000;
+const STARTUP_WAIT_MS = 2_000;
 /** The in-memory first-seen set never holds fewer IPs than this, whatever the cache size. */
 const MIN_MEMORY_IPS = 10_000;
 
