@@ -2,11 +2,10 @@
  * The `t1612d` command as users run it: a real child process through bin/t1612d.js.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './support/redis.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 't1612d.js');
 
@@ -38,6 +37,26 @@ function run(args: string[], env: Record<string, string> = {}, input?: string, t
     if (input !== undefined) child.stdin.end(input);
     else child.stdin.end();
   });
+}
+
+/**
+ * The port a daemon started with T1612D_HTTP_ADDRESS=127.0.0.1:0 bound, read from its
+ * "http server listening" log line: asking the kernel avoids racing anyone for a free port.
+ */
+async function listeningPort(child: ChildProcess, stdout: () => string, timeoutMs = 10_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    // Only whole lines: the last element may still be arriving.
+    for (const line of stdout().split('\n').slice(0, -1)) {
+      if (!line.includes('"msg":"http server listening"')) continue;
+      const { port } = JSON.parse(line) as { port?: unknown };
+      assert.ok(typeof port === 'number' && port > 0, `no port in ${line}`);
+      return port;
+    }
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`t1612d exited before listening: ${stdout()}`);
+    if (Date.now() > deadline) throw new Error(`t1612d did not log "http server listening" within ${timeoutMs} ms: ${stdout()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 describe('t1612d CLI', function () {
@@ -75,12 +94,11 @@ describe('t1612d CLI', function () {
   });
 
   it('runs, serves /healthz, and stops gracefully on SIGTERM', async () => {
-    const port = await freePort();
     const child = spawn(process.execPath, [BIN, 'run'], {
       env: {
         PATH: process.env['PATH'] ?? '',
         T1612D_FALCO_GRPC_ADDRESS: '',
-        T1612D_HTTP_ADDRESS: `127.0.0.1:${port}`,
+        T1612D_HTTP_ADDRESS: '127.0.0.1:0',
         T1612D_LOG_LEVEL: 'info',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -88,14 +106,13 @@ describe('t1612d CLI', function () {
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      let healthy = false;
-      for (let i = 0; i < 100 && !healthy; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        healthy = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
-      }
-      assert.ok(healthy, `never became healthy: ${out}`);
+      const port = await listeningPort(child, () => out);
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      assert.ok(health.ok, `not healthy: ${out}`);
+      await health.text();
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       assert.equal(ready.status, 200, 'HTTP-only mode with memory stores is ready');
+      await ready.text();
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
