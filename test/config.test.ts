@@ -1,11 +1,21 @@
+// Settings resolution: the documented defaults, YAML and environment layering, duration
+// parsing, and one clear, secret-free error line naming the setting for each kind of bad input.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig, envName, yamlKey, parseDuration } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 
 describe('config', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 't1612d-cfg-'));
+  });
+  after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('maps settings to YAML keys and env names from the contract', () => {
     assert.equal(envName('falcoGrpcAddress'), 'T1612D_FALCO_GRPC_ADDRESS');
     assert.equal(envName('buildWindowMs'), 'T1612D_BUILD_WINDOW');
@@ -28,8 +38,7 @@ describe('config', () => {
   });
 
   it('layers defaults <- YAML file <- environment', () => {
-    const dir = mkdtempSync(join(tmpdir(), 't1612d-cfg-'));
-    const file = join(dir, 'c.yaml');
+    const file = join(dir, 'layers.yaml');
     writeFileSync(file, 'build_window: 5m\nenvironment: prod\nallow_cidrs: [10.0.0.0/8, 192.0.2.1]\nwebhook_headers: {X-Team: sec}\n');
     const c = resolveConfig({ file, env: { T1612D_ENVIRONMENT: 'staging', T1612D_ALLOW_DOMAINS: 'docker.io, .gcr.io' } });
     assert.equal(c.buildWindowMs, 300_000);
@@ -84,21 +93,19 @@ describe('config', () => {
 
   it('never echoes a secret in the error', () => {
     assert.throws(() => resolveConfig({ env: { T1612D_WEBHOOK_SECRET: 's3cr3t', T1612D_WEBHOOK_CONCURRENCY: 'x' } }), /concurrency/);
-    const dir = mkdtempSync(join(tmpdir(), 't1612d-cfg-'));
-    const file = join(dir, 'c.yaml');
+    const file = join(dir, 'secret.yaml');
     writeFileSync(file, 'http_token: [1, 2]\n');
     assert.throws(() => resolveConfig({ file, env: {} }), (e: unknown) => e instanceof ConfigError && e.message.includes('[redacted]') && !e.message.includes('1,2'));
   });
 
   it('rejects unknown keys and non-mapping YAML files', () => {
-    const dir = mkdtempSync(join(tmpdir(), 't1612d-cfg-'));
-    const f1 = join(dir, 'a.yaml');
+    const f1 = join(dir, 'unknown-key.yaml');
     writeFileSync(f1, 'build_windw: 5m\n');
     assert.throws(() => resolveConfig({ file: f1, env: {} }), /unknown setting build_windw/);
-    const f2 = join(dir, 'b.yaml');
+    const f2 = join(dir, 'list.yaml');
     writeFileSync(f2, '- a\n- b\n');
     assert.throws(() => resolveConfig({ file: f2, env: {} }), /must be a YAML mapping/);
-    const f3 = join(dir, 'c.yaml');
+    const f3 = join(dir, 'broken.yaml');
     writeFileSync(f3, 'a: [\n');
     assert.throws(() => resolveConfig({ file: f3, env: {} }), /not valid YAML/);
   });

@@ -15,10 +15,10 @@ const events = loadEvents('buildkit-run-curl.jsonl');
 const buildEvents = events.filter((e) => e.tags.includes('t1612_build'));
 const stepEgress = events.at(-1) as FalcoEvent;
 
-async function until(cond: () => boolean, timeoutMs = 20_000): Promise<void> {
+async function until(cond: () => boolean, what: string | (() => string), timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -85,7 +85,6 @@ describe('correlator with a shared Redis', () => {
     assert.equal(all.length, rounds, `alerts: ${all.length}`);
     for (const ip of ips) assert.equal(perIp.get(ip), 1, ip);
     assert.equal(new Set(all.map((al) => al.build.session_id)).size, 1, 'both daemons name the same session');
-    assert.ok(a.sink.alerts.length > 0 || b.sink.alerts.length > 0);
   });
 
   it('a new correlator on the same Redis attributes the download of a build started before a restart', async () => {
@@ -109,16 +108,34 @@ describe('correlator with a shared Redis', () => {
     assert.deepEqual(al?.build.images, ['webapp:1.4']);
   });
 
-  it('keeps deciding through a Redis outage: buffers, reports not ready, loses no alert, counts overflow', async () => {
+  it('keeps deciding through a Redis outage: buffers, reports not ready, loses no alert, counts overflow', async function () {
+    // A server of its own: stopping the shared one would break every later test if this one
+    // failed between the stop and the restart.
+    const own = await TestRedis.start();
+    try {
+      // REDIS_URL points at a server this harness did not start and cannot stop or restart.
+      if (!own.controllable) this.skip();
+      await outage(own);
+    } finally {
+      for (const d of open.splice(0)) {
+        await d.correlator.close();
+        await d.stores.close();
+      }
+      await own.close();
+    }
+  });
+
+  async function outage(server: TestRedis): Promise<void> {
     const prefix = TestRedis.prefix();
-    const main = await daemon(testConfig({ redisUrl: redis.url, redisPrefix: prefix, allowCidrs: ['192.0.2.0/24'] }));
-    const tiny = await daemon(
-      testConfig({ redisUrl: redis.url, redisPrefix: `${prefix}-tiny`, allowCidrs: ['192.0.2.0/24'], redisBufferSize: 2 }),
-    );
+    // A short close deadline: if an assertion fails mid-outage, closing cannot flush and the
+    // cleanup would otherwise wait out the default deadline per daemon.
+    const base = { redisUrl: server.url, allowCidrs: ['192.0.2.0/24'], shutdownTimeoutMs: 2_000 };
+    const main = await daemon(testConfig({ ...base, redisPrefix: prefix }));
+    const tiny = await daemon(testConfig({ ...base, redisPrefix: `${prefix}-tiny`, redisBufferSize: 2 }));
     assert.equal(main.correlator.ready, true);
 
-    await redis.stop();
-    await until(() => !main.stores.redisUp() && !tiny.stores.redisUp());
+    await server.stop();
+    await until(() => !main.stores.redisUp() && !tiny.stores.redisUp(), 'both daemons to notice the outage');
     // Build signals during the outage are remembered and written through afterwards.
     for (const ev of buildEvents) {
       await main.correlator.handle(ev);
@@ -130,29 +147,32 @@ describe('correlator with a shared Redis', () => {
       assert.equal(main.correlator.handle(ev), undefined, 'never blocks the intake during an outage');
       assert.equal(tiny.correlator.handle(ev), undefined);
     }
-    await new Promise((r) => setTimeout(r, 300));
+    await until(
+      () => !main.correlator.ready && main.correlator.backlog === ips.length && tiny.correlator.backlog === 2,
+      () => `not ready with the egress events buffered (ready ${main.correlator.ready}, backlog ${main.correlator.backlog} and ${tiny.correlator.backlog})`,
+    );
     assert.equal(main.correlator.ready, false);
     assert.equal(main.sink.alerts.length, 0);
     assert.equal(main.correlator.backlog, ips.length);
     assert.equal(tiny.correlator.backlog, 2);
     assert.equal(await tiny.metrics.value('t1612d_dropped_events_total', { reason: 'redis_buffer_full' }), 3);
 
-    await redis.restart();
-    await until(() => main.stores.redisUp() && tiny.stores.redisUp());
+    await server.restart();
+    await until(() => main.stores.redisUp() && tiny.stores.redisUp(), 'both daemons to reconnect after the restart');
     await Promise.all([main.correlator.flush(), tiny.correlator.flush()]);
     assert.equal(main.correlator.ready, true);
     assert.deepEqual(main.sink.alerts.map((a) => a.destination.ip).sort(), ips);
     assert.deepEqual(tiny.sink.alerts.map((a) => a.destination.ip).sort(), ips.slice(0, 2));
     assert.equal(await main.metrics.value('t1612d_dropped_events_total'), 0);
 
-    const probe = new Redis(redis.url);
+    const probe = new Redis(server.url);
     try {
       const stored = await probe.hlen(`{${prefix}:default}:sessions:node-a`);
       assert.ok(stored >= 1, 'sessions opened during the outage were written through');
     } finally {
       probe.disconnect();
     }
-  });
+  }
 
   it('applies backpressure (a promise) only when its decision buffer is full and Redis is up', async () => {
     const cfg = testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), redisBufferSize: 4 });

@@ -1,3 +1,8 @@
+// Each sink on its own, one request at a time, against a real receiver: the webhook's exact
+// bytes, headers and HMAC signature, how it classifies answers and network errors (ok, retry
+// with Retry-After, fail), mutual TLS; the Falcosidekick payload; the stdout sink; and which
+// sinks the configuration builds. Retries and queueing across attempts live in the outbox
+// tests (deliver-outbox.test.ts).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';

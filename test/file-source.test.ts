@@ -26,6 +26,15 @@ function line(rule: string, tags: string[] = [], fields: Record<string, unknown>
   return text.replace('"EVT_TIME"', '1704164645000000001');
 }
 
+/** Poll until `cond` holds; after `timeoutMs`, fail naming what was awaited. */
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 function harness(capacity = 1000, gated = false) {
   const metrics = new Metrics();
   const received: FalcoEvent[] = [];
@@ -138,15 +147,16 @@ describe('file source', () => {
       settled = true;
       return r;
     });
-    const deadline = Date.now() + 3000;
-    while (h.received.length === 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 5));
+    try {
+      await waitFor(() => h.received.length > 0, 'the first event to reach the consumer');
+      // Give an overfilling reader the chance to show itself before looking.
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(h.received.length, 1);
+      assert.ok(h.intake.size >= 1 && h.intake.size <= 2, `the reader stops at the capacity (${h.intake.size})`);
+      assert.equal(settled, false);
+    } finally {
+      h.release();
     }
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(h.received.length, 1);
-    assert.ok(h.intake.size >= 1 && h.intake.size <= 2, `the reader stops at the capacity (${h.intake.size})`);
-    assert.equal(settled, false);
-    h.release();
     assert.deepEqual(await reading, { events: 20, invalid: 0 });
     await h.intake.whenIdle();
     assert.deepEqual(
@@ -162,12 +172,13 @@ describe('file source', () => {
     input.end(`${Array.from({ length: 10 }, (_, i) => line(`e${i}`)).join('\n')}\n`);
     const ac = new AbortController();
     const reading = readEventStream(input, h.intake, { signal: ac.signal });
-    const deadline = Date.now() + 3000;
-    while (h.received.length === 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 5));
+    try {
+      await waitFor(() => h.received.length > 0, 'the first event to reach the consumer');
+      // Abort while the reader is (most likely) parked waiting for room, not mid-line.
+      await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      ac.abort();
     }
-    await new Promise((r) => setTimeout(r, 20));
-    ac.abort();
     const r = await reading;
     assert.ok(r.events >= 1 && r.events <= 2, `read ${r.events} before the abort`);
     h.release();

@@ -329,20 +329,26 @@ describe('HttpServer', () => {
       assert.match(refused, /^HTTP\/1\.1 401 /);
 
       // With the right token the server invites the body and then accepts it.
-      const answer = await new Promise<string>((resolve, reject) => {
-        const sock = connect(h.port, '127.0.0.1');
-        let got = '';
-        sock.on('error', reject);
-        sock.on('data', (d: Buffer) => {
-          got += d.toString();
-          if (/^HTTP\/1\.1 100 Continue\r\n\r\n$/.test(got)) sock.write(FALCO_EXAMPLE);
-          if (/\r\n\r\n\{"accepted"/.test(got)) {
-            sock.destroy();
-            resolve(got);
-          }
+      const sock = connect(h.port, '127.0.0.1');
+      let timer: NodeJS.Timeout | undefined;
+      let answer: string;
+      try {
+        answer = await new Promise<string>((resolve, reject) => {
+          let got = '';
+          timer = setTimeout(() => reject(new Error(`no accepted answer within 5000ms; got ${JSON.stringify(got)}`)), 5_000);
+          sock.on('error', reject);
+          sock.on('close', () => reject(new Error(`connection closed before the answer; got ${JSON.stringify(got)}`)));
+          sock.on('data', (d: Buffer) => {
+            got += d.toString();
+            if (/^HTTP\/1\.1 100 Continue\r\n\r\n$/.test(got)) sock.write(FALCO_EXAMPLE);
+            if (/\r\n\r\n\{"accepted"/.test(got)) resolve(got);
+          });
+          sock.write(head(`Authorization: Bearer ${TOKEN}\r\n`));
         });
-        sock.write(head(`Authorization: Bearer ${TOKEN}\r\n`));
-      });
+      } finally {
+        clearTimeout(timer);
+        sock.destroy();
+      }
       assert.match(answer, /HTTP\/1\.1 200 /);
       await h.intake.whenIdle();
       assert.equal(h.received.length, 1);

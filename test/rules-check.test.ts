@@ -134,14 +134,15 @@ describe('rules check', function () {
       assert.equal(report.diagnostics[0]?.rule, 'Uses Missing Macro');
     });
 
-    it("reports sysdig's filter errors (bad field through a macro, bad operator) with the rule name", async () => {
-      const report = await checkRules([base, fixture('sysdig-bad-field.yaml'), fixture('sysdig-bad-operator.yaml')]);
+    it("reports sysdig's filter errors (bad field through a macro, bad operator) with the rule name", async function () {
       if (!sysdig) {
-        // Without sysdig these files are structurally fine: nothing to report, and it says so.
-        assert.equal(report.diagnostics.length, 0, messages(report));
-        assert.equal(report.sysdig.used, false);
-        return;
+        // CI installs sysdig, so there a missing one is a broken runner, not a reason to skip.
+        if (process.env['CI']) assert.fail('sysdig is not installed, but CI is set and CI installs it: this test must run there');
+        // Only sysdig's compiler finds these mistakes; without it there is nothing to check.
+        this.skip();
       }
+      const report = await checkRules([base, fixture('sysdig-bad-field.yaml'), fixture('sysdig-bad-operator.yaml')]);
+      assert.equal(report.sysdig.used, true);
       assert.equal(report.diagnostics.length, 2, messages(report));
       const [field, op] = report.diagnostics;
       assert.equal(field?.file, fixture('sysdig-bad-field.yaml'));
