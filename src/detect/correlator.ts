@@ -7,7 +7,8 @@
  * allocation beyond reading its fields. Everything else (cache misses, session write-through,
  * last-seen refreshes) is collected and decided in batches, one store round trip per batch.
  * While Redis is unreachable the batch waits in a bounded buffer (`redis_buffer_size`) and
- * `ready` is false; overflow is counted and logged.
+ * `ready` is false; overflow is counted and logged. The buffer and its retry loop live in
+ * decision-queue.ts; handing alerts to the sink (and retrying refusals) in alert-redelivery.ts.
  *
  * Clocks:
  * - event time (Falco's stamp) for build windows, skew tolerance and the learning period, so
@@ -23,13 +24,15 @@ import type { Config } from '../config.js';
 import { describeError } from '../errors.js';
 import { TAG_BUILD, TAG_EGRESS, type FalcoEvent } from '../falco/event.js';
 import type { Metrics } from '../ops/metrics.js';
-import { Backoff } from '../ops/backoff.js';
+import { ThrottledLog } from '../ops/throttled-log.js';
 import type { Stores } from '../store/stores.js';
 import type { DecideItem, DecideResult } from '../store/first-seen.js';
-import type { Alert, AlertSink } from './alert.js';
+import type { AlertSink } from './alert.js';
+import { AlertRedelivery } from './alert-redelivery.js';
 import { attribute, severityOf, type AttributionOptions, type AttributionResult } from './attribution.js';
 import { buildAlert } from './build-alert.js';
 import { classifyBuild, classifyEgress, egressDestination, type EgressSignal } from './classify.js';
+import { DecisionQueue, type Pending } from './decision-queue.js';
 import { CidrSet, DomainSuffixSet, isIgnoredAddress } from './net.js';
 import { OrphanPool, type Orphan } from './orphans.js';
 import { SessionTable } from './sessions.js';
@@ -43,42 +46,19 @@ export interface CorrelatorDeps {
   now?: () => number;
 }
 
-/** An egress event waiting for a first-seen decision. */
-interface Pending {
-  sig: EgressSignal;
-  /** Wall clock when handed in (retention clock). */
-  nowMs: number;
-  /** performance.now() when handed in (event-to-alert histogram). */
-  t0: number;
-  token: string;
-  /** Computed once the host's stored sessions are loaded; undefined until then. */
-  attribution?: AttributionResult | null;
-}
-
 /** A retro-attributed orphan waiting for its dedupe claim. */
 interface Retro {
   orphan: Orphan;
   attribution: AttributionResult;
 }
 
-interface Undelivered {
-  alert: Alert;
-  t0: number;
-}
-
 const BATCH = 1000;
-const MAX_TOUCHES = 10_000;
-const MAX_UNDELIVERED = 10_000;
 const MAINTAIN_EVERY_MS = 30_000;
 const LOG_EVERY_MS = 10_000;
 /** Cached known IPs refresh their last-seen at most this often (retention is days). */
 const MAX_REFRESH_MS = 10 * 60_000;
 /** How long after their window a session's dedupe key lives, beyond the window itself. */
 const SESSION_TTL_MARGIN_MS = 60_000;
-
-function pendingKey(host: string, ip: string): string {
-  return `${host}\u0000${ip}`;
-}
 
 export class Correlator {
   private readonly now: () => number;
@@ -88,39 +68,21 @@ export class Correlator {
   /** Known IPs -> wall-clock ms their last-seen was last written; Map order approximates LRU. */
   private readonly cache = new Map<string, number>();
   private readonly refreshMs: number;
-  private pending: Pending[] = [];
-  /**
-   * Pending count per (host, IP), to coalesce a burst to one unknown IP from a host without
-   * builds. Per host: another host's late build signal must still find its own event.
-   */
-  private readonly pendingIps = new Map<string, number>();
-  private readonly touches = new Set<string>();
+  private readonly queue: DecisionQueue;
+  private readonly redelivery: AlertRedelivery;
+  private readonly throttle: ThrottledLog;
   private readonly orphans: OrphanPool;
   private readonly attribution: AttributionOptions;
   private retro: Retro[] = [];
-  private undelivered: Undelivered[] = [];
   private readonly loadedHosts = new Set<string>();
   private readonly hostsToLoad = new Set<string>();
   private readonly tokenPrefix = randomBytes(6).toString('hex');
   private tokenSeq = 0;
-  private readonly backoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
-  private failing = false;
-  private readonly deliveryBackoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
-  private deliveryTimer: NodeJS.Timeout | undefined;
-  private delivering = false;
-  private running = false;
-  private immediate: NodeJS.Immediate | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
   private readonly maintainTimer: NodeJS.Timeout;
   private learningStart: number | undefined;
   /** The known-IP gauge is first set after the first successful round trip. */
   private counted = false;
-  private idleWaiters: (() => void)[] = [];
-  private roomWaiters: (() => void)[] = [];
-  private readonly lastLog = new Map<string, { at: number; suppressed: number }>();
   private closed = false;
-  /** Set once close() finished: no more retries. */
-  private stopped = false;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -138,18 +100,34 @@ export class Correlator {
     this.refreshMs = Math.min(MAX_REFRESH_MS, Math.floor(cfg.firstSeenRetentionMs / 4));
     this.orphans = new OrphanPool(cfg.clockSkewMs);
     this.attribution = { windowOnly: cfg.attributeWindowOnly, builderEgress: cfg.alertBuilderEgress };
+    this.throttle = new ThrottledLog(deps.logger, LOG_EVERY_MS);
+    this.redelivery = new AlertRedelivery({
+      sink: deps.sink,
+      metrics: deps.metrics,
+      logger: deps.logger,
+      throttle: this.throttle,
+      onIdle: () => this.queue.resolveIdle(),
+    });
+    this.queue = new DecisionQueue({
+      bufferSize: cfg.redisBufferSize,
+      redisUp: () => deps.stores.redisUp(),
+      logger: deps.logger,
+      hasOtherWork: () => this.retro.length > 0 || this.hostsToLoad.size > 0 || this.table.hasDirty,
+      othersIdle: () => this.redelivery.idle,
+      round: () => this.round(),
+    });
     this.maintainTimer = setInterval(() => void this.maintain(), MAINTAIN_EVERY_MS);
     this.maintainTimer.unref();
   }
 
   /** False while Redis is unreachable and egress decisions are being buffered. */
   get ready(): boolean {
-    return !this.failing && this.deps.stores.redisUp();
+    return this.queue.ready;
   }
 
   /** Egress events waiting for a decision (tests, diagnostics). */
   get backlog(): number {
-    return this.pending.length;
+    return this.queue.length;
   }
 
   /**
@@ -164,16 +142,14 @@ export class Correlator {
       if (tags.includes(TAG_EGRESS)) return this.onEgress(ev);
       if (tags.includes(TAG_BUILD)) this.onBuild(ev);
     } catch (err) {
-      this.log('warn', 'event-failed', { err: describeError(err), rule: ev?.rule }, 'correlator could not use event');
+      this.throttle.log('warn', 'event-failed', { err: describeError(err), rule: ev?.rule }, 'correlator could not use event');
     }
     return;
   }
 
   /** Resolves once every event handed in so far is decided and its alerts are enqueued. */
   flush(): Promise<void> {
-    if (this.isIdle() || this.stopped) return Promise.resolve();
-    this.schedule();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.queue.flush();
   }
 
   /** Stop taking events, flush within `shutdown_timeout`, stop timers. Idempotent. */
@@ -188,24 +164,16 @@ export class Correlator {
       });
       const result = await Promise.race([this.flush().then(() => 'ok' as const), deadline]);
       clearTimeout(timer);
-      if (this.immediate) clearImmediate(this.immediate);
-      if (this.retryTimer) clearTimeout(this.retryTimer);
-      if (this.deliveryTimer) clearTimeout(this.deliveryTimer);
-      this.immediate = undefined;
-      this.retryTimer = undefined;
-      this.deliveryTimer = undefined;
+      this.redelivery.stop();
       if (result === 'timeout') {
-        const lost = this.pending.length + this.retro.length;
+        const lost = this.queue.length + this.retro.length;
         if (lost > 0) this.deps.metrics.droppedEvents.inc({ reason: 'shutdown' }, lost);
         this.deps.logger.warn(
-          { undecided: lost, undelivered: this.undelivered.length },
+          { undecided: lost, undelivered: this.redelivery.backlog },
           'correlator closed before every event was decided',
         );
       }
-      this.stopped = true;
-      const idle = this.idleWaiters.splice(0);
-      for (const w of idle) w();
-      this.wakeRoom();
+      this.queue.stop();
     })();
     return this.closing;
   }
@@ -231,7 +199,7 @@ export class Correlator {
     if (!this.allowDomains.empty && this.allowDomains.matches(ev.fields['fd.sip.name'] ?? null)) return;
     const host = ev.hostname || this.cfg.hostname;
     // A burst to one unknown IP from a host with no build in sight: the first event records it.
-    if (this.loadedHosts.has(host) && !this.table.hasAny(host) && this.pendingIps.has(pendingKey(host, ip))) return;
+    if (this.loadedHosts.has(host) && !this.table.hasAny(host) && this.queue.queued(host, ip)) return;
     const sig = classifyEgress(ev, host, ip);
     if (sig === null) return;
     return this.enqueue({ sig, nowMs: now, t0: performance.now(), token: this.token() });
@@ -242,40 +210,35 @@ export class Correlator {
     if (!this.loadedHosts.has(sig.host)) this.hostsToLoad.add(sig.host);
     const session = this.table.applyBuild(sig);
     if (session) this.retroAttribute(sig.host);
-    if (this.table.hasDirty || this.hostsToLoad.size > 0 || this.retro.length > 0) this.schedule();
+    if (this.table.hasDirty || this.hostsToLoad.size > 0 || this.retro.length > 0) this.queue.schedule();
   }
 
   private enqueue(p: Pending): void | Promise<void> {
-    if (this.pending.length >= this.cfg.redisBufferSize) {
-      if (this.outage()) {
+    if (this.queue.full) {
+      if (this.queue.outage) {
         this.deps.metrics.droppedEvents.inc({ reason: 'redis_buffer_full' });
-        this.log('warn', 'buffer-full', { buffer: this.cfg.redisBufferSize, ip: p.sig.ip, rule: p.sig.event.rule },
+        this.throttle.log('warn', 'buffer-full', { buffer: this.cfg.redisBufferSize, ip: p.sig.ip, rule: p.sig.event.rule },
           'redis unreachable and decision buffer full: egress event dropped');
         return;
       }
       this.push(p);
-      return new Promise((resolve) => this.roomWaiters.push(resolve));
+      return this.queue.room();
     }
     this.push(p);
     return;
   }
 
   private push(p: Pending): void {
-    this.pending.push(p);
-    const key = pendingKey(p.sig.host, p.sig.ip);
-    this.pendingIps.set(key, (this.pendingIps.get(key) ?? 0) + 1);
+    this.queue.add(p);
     if (!this.loadedHosts.has(p.sig.host)) this.hostsToLoad.add(p.sig.host);
-    this.schedule();
+    this.queue.schedule();
   }
 
   private refresh(ip: string, now: number): void {
     // Re-insert so the Map's order tracks use; the store write is batched and lazy.
     this.cache.delete(ip);
     this.cache.set(ip, now);
-    if (this.touches.size < MAX_TOUCHES) {
-      this.touches.add(ip);
-      this.schedule();
-    }
+    this.queue.touch(ip);
   }
 
   private remember(ip: string, now: number): void {
@@ -292,81 +255,18 @@ export class Correlator {
     return `${this.tokenPrefix}:${(this.tokenSeq++).toString(36)}`;
   }
 
-  private outage(): boolean {
-    return this.failing || !this.deps.stores.redisUp();
-  }
-
   // ---------------------------------------------------------------------------------------
   // Batched decisions
   // ---------------------------------------------------------------------------------------
 
-  private hasWork(): boolean {
-    return (
-      this.pending.length > 0 ||
-      this.touches.size > 0 ||
-      this.retro.length > 0 ||
-      this.hostsToLoad.size > 0 ||
-      this.table.hasDirty
-    );
-  }
-
-  private isIdle(): boolean {
-    return !this.running && !this.hasWork() && this.undelivered.length === 0 && !this.delivering;
-  }
-
-  private resolveIdle(): void {
-    if (!this.isIdle()) return;
-    const idle = this.idleWaiters.splice(0);
-    for (const w of idle) w();
-  }
-
-  private schedule(): void {
-    if (this.running || this.immediate || this.retryTimer) return;
-    this.immediate = setImmediate(() => {
-      this.immediate = undefined;
-      void this.tick();
-    });
-  }
-
-  private async tick(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    try {
-      while (this.hasWork()) {
-        if (!this.deps.stores.redisUp()) throw new Error('redis is not connected');
-        await this.persistAndLoad();
-        await this.decideBatch();
-        await this.claimRetro();
-        if (!this.counted) {
-          this.counted = true;
-          void this.maintain();
-        }
-        if (this.failing) {
-          this.failing = false;
-          this.backoff.reset();
-          this.deps.logger.info({ backlog: this.pending.length }, 'redis reachable again; deciding buffered events');
-        }
-      }
-    } catch (err) {
-      if (!this.failing) {
-        this.deps.logger.warn({ err: describeError(err), backlog: this.pending.length }, 'redis unavailable; buffering egress decisions');
-      }
-      this.failing = true;
-      this.wakeRoom(); // stop backpressure: while Redis is down, overflow is dropped and counted
-      if (!this.stopped) {
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = undefined;
-          void this.tick();
-        }, this.backoff.next());
-      }
-    } finally {
-      this.running = false;
-      if (this.pending.length < this.cfg.redisBufferSize) this.wakeRoom();
-      if (this.hasWork()) {
-        if (!this.retryTimer) this.schedule();
-      } else {
-        this.resolveIdle();
-      }
+  /** One round of store work, run by the decision queue while it or we have work. */
+  private async round(): Promise<void> {
+    await this.persistAndLoad();
+    await this.decideBatch();
+    await this.claimRetro();
+    if (!this.counted) {
+      this.counted = true;
+      void this.maintain();
     }
   }
 
@@ -404,8 +304,8 @@ export class Correlator {
   }
 
   private async decideBatch(): Promise<void> {
-    if (this.pending.length === 0 && this.touches.size === 0) return;
-    const batch = this.pending.slice(0, BATCH);
+    if (this.queue.length === 0 && !this.queue.hasTouches) return;
+    const batch = this.queue.peek(BATCH);
     const items: DecideItem[] = [];
     let minTime = Number.POSITIVE_INFINITY;
     for (const p of batch) {
@@ -416,12 +316,8 @@ export class Correlator {
       items.push({ ip: p.sig.ip, eventTimeMs: p.sig.timeMs, token: p.token, claim: p.attribution?.session.id ?? null });
     }
     const now = this.now();
-    const touched: string[] = [];
-    for (const ip of this.touches) {
-      if (items.length >= 2 * BATCH) break;
-      touched.push(ip);
-      items.push({ ip, eventTimeMs: now, token: '', claim: null });
-    }
+    const touched = this.queue.peekTouches(2 * BATCH - items.length);
+    for (const ip of touched) items.push({ ip, eventTimeMs: now, token: '', claim: null });
     const { results, learningStart } = await this.deps.stores.firstSeen.decide(this.cfg.environment, items, {
       nowMs: now,
       retentionMs: this.cfg.firstSeenRetentionMs,
@@ -429,20 +325,16 @@ export class Correlator {
       learningStartCandidate: this.learningStart ?? (Number.isFinite(minTime) ? minTime : now),
       claimTtlMs: this.claimTtl(),
     });
-    for (const ip of touched) this.touches.delete(ip);
-    this.pending.splice(0, batch.length);
+    this.queue.remove(batch.length, touched);
     const decided: Promise<void>[] = [];
     batch.forEach((p, i) => {
-      const key = pendingKey(p.sig.host, p.sig.ip);
-      const n = (this.pendingIps.get(key) ?? 1) - 1;
-      if (n <= 0) this.pendingIps.delete(key);
-      else this.pendingIps.set(key, n);
+      this.queue.settle(p);
       const r = results[i];
       if (r) decided.push(this.decided(p, r));
     });
     // Remembered so a Redis that lost its data (no persistence) cannot restart learning.
     if (learningStart !== null) this.learningStart = learningStart;
-    this.wakeRoom();
+    this.queue.wakeRoom();
     await Promise.all(decided);
   }
 
@@ -479,45 +371,7 @@ export class Correlator {
       { alert: alert.id, severity, session: a.session.id, ip: sig.ip, attribution: a.kind, host: sig.host },
       'T1612 alert',
     );
-    await this.deliver({ alert, t0 });
-  }
-
-  private async deliver(u: Undelivered): Promise<void> {
-    try {
-      await this.deps.sink.enqueue(u.alert);
-      this.deps.metrics.eventToAlertSeconds.observe((performance.now() - u.t0) / 1000);
-    } catch (err) {
-      this.log('warn', 'sink-failed', { err: describeError(err), alert: u.alert.id }, 'alert sink refused an alert; will retry');
-      if (this.undelivered.length >= MAX_UNDELIVERED) {
-        this.deps.metrics.droppedEvents.inc({ reason: 'sink_backlog_full' });
-        this.deps.logger.error({ alert: u.alert }, 'alert sink backlog full: alert dropped');
-        return;
-      }
-      this.undelivered.push(u);
-      this.scheduleRedelivery();
-    }
-  }
-
-  /** Alerts the sink refused are retried on their own timer: a sink problem is not a Redis outage. */
-  private scheduleRedelivery(): void {
-    if (this.deliveryTimer || this.stopped) return;
-    this.deliveryTimer = setTimeout(() => {
-      this.deliveryTimer = undefined;
-      void this.redeliver();
-    }, this.deliveryBackoff.next());
-  }
-
-  private async redeliver(): Promise<void> {
-    if (this.delivering) return;
-    this.delivering = true;
-    try {
-      const batch = this.undelivered.splice(0);
-      for (const u of batch) await this.deliver(u);
-      if (this.undelivered.length === 0) this.deliveryBackoff.reset();
-    } finally {
-      this.delivering = false;
-      this.resolveIdle();
-    }
+    await this.redelivery.deliver({ alert, t0 });
   }
 
   // ---------------------------------------------------------------------------------------
@@ -529,7 +383,7 @@ export class Correlator {
       attribute(o.sig, this.table.openAt(host, o.sig.timeMs), this.attribution),
     );
     for (const f of found) this.retro.push({ orphan: f.orphan, attribution: f.match });
-    if (this.retro.length > 0) this.schedule();
+    if (this.retro.length > 0) this.queue.schedule();
   }
 
   private async claimRetro(): Promise<void> {
@@ -566,30 +420,12 @@ export class Correlator {
       const n = await this.deps.stores.firstSeen.maintain(this.cfg.environment, this.now(), this.cfg.firstSeenRetentionMs);
       this.deps.metrics.knownIps.set(n);
     } catch (err) {
-      this.log('warn', 'maintain-failed', { err: describeError(err) }, 'first-seen maintenance failed');
+      this.throttle.log('warn', 'maintain-failed', { err: describeError(err) }, 'first-seen maintenance failed');
     }
   }
 
   /** Count the known-IP set now (also runs every 30 s). */
   async countKnownIps(): Promise<void> {
     await this.maintain();
-  }
-
-  private wakeRoom(): void {
-    if (this.roomWaiters.length === 0) return;
-    const w = this.roomWaiters.splice(0);
-    for (const fn of w) fn();
-  }
-
-  /** Log at most once per LOG_EVERY_MS per key, reporting how many were suppressed. */
-  private log(level: 'warn' | 'error', key: string, fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    const last = this.lastLog.get(key);
-    if (last && now - last.at < LOG_EVERY_MS) {
-      last.suppressed++;
-      return;
-    }
-    this.lastLog.set(key, { at: now, suppressed: 0 });
-    this.deps.logger[level]({ ...fields, suppressed: last?.suppressed ?? 0 }, msg);
   }
 }

@@ -6,100 +6,33 @@
  *
  * Falco only writes after a request and keeps unread events in memory, so this source never
  * loses events by being slow: it stops asking (and stops reading) while the Intake is full.
+ *
+ * Option resolution and channel settings live in grpc-options.ts, failure classification and
+ * logging in grpc-failures.ts; `grpcSourceOptionsFromConfig`, `GrpcSourceOptions` and
+ * `MAX_RECEIVE_MESSAGE_BYTES` are re-exported here for existing importers.
  */
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import { ConfigError, describeError, InvalidEventError } from '../errors.js';
-import { Backoff, sleep, type BackoffOptions } from '../ops/backoff.js';
+import { describeError, InvalidEventError } from '../errors.js';
+import { Backoff, sleep } from '../ops/backoff.js';
 import type { Metrics } from '../ops/metrics.js';
 import { fromGrpcResponse } from './event.js';
+import { describeFailure, FailureLog, setupFailure, type Level } from './grpc-failures.js';
+import { channelSetup, resolveOptions, type GrpcSourceOptions, type ResolvedGrpcSourceOptions } from './grpc-options.js';
 import type { Intake } from './intake.js';
 import { GET_PATH, loadFalcoProto, SUB_PATH, UndecodableResponse, type DecodedMessage } from './proto.js';
 import { SubPoller } from './sub-poller.js';
-import { probeTls, tlsProblem, type TlsMaterial } from './tls-diagnosis.js';
+import type { TlsMaterial } from './tls-diagnosis.js';
+
+export { grpcSourceOptionsFromConfig, MAX_RECEIVE_MESSAGE_BYTES, type GrpcSourceOptions } from './grpc-options.js';
 
 export type FalcoStatus = 'idle' | 'connecting' | 'connected' | 'backoff' | 'closed';
 
-/** Options of the gRPC source. Durations in milliseconds. */
-export interface GrpcSourceOptions {
-  /** `unix:///run/falco/falco.sock` (no auth) or `host:port` (TCP, mutual TLS). */
-  address: string;
-  /** `sub` (bidirectional, polled) or `get` (repeated drains). @default 'sub' */
-  method?: 'sub' | 'get';
-  /** CA that signed Falco's server certificate (TCP). @default system roots */
-  caFile?: string | undefined;
-  /** Client certificate (TCP; Falco requires one). */
-  certFile?: string | undefined;
-  /** Client private key (TCP). */
-  keyFile?: string | undefined;
-  /** Name to verify the server certificate against, when it does not name the address. */
-  serverName?: string | undefined;
-  /**
-   * An idle `sub` stream sends an empty request this often. @default 100
-   *
-   * Falco writes nothing until asked and stops when its queue is empty, so this bounds the
-   * latency of an event that arrives while the stream is quiet. 100 ms keeps that well below
-   * anything a human or a correlation window notices, while ten tiny HTTP/2 frames a second
-   * cost nothing — no busy loop (client-py polls at the same rate; client-go every 1 s).
-   */
-  pollIntervalMs?: number;
-  /** Pause between two `get` calls that returned nothing. @default 1000 */
-  getIntervalMs?: number;
-  /**
-   * HTTP/2 keepalive ping interval. @default 300000
-   *
-   * Falco's gRPC C++ server keeps the core defaults: a ping sooner than 5 minutes after the
-   * last one, while it has sent no data, is a strike, and the third strike closes the
-   * connection with GOAWAY too_many_pings. A quiet Falco sends no data for hours.
-   */
-  keepaliveMs?: number;
-  /** Reconnect delays. @default { initialMs: 1000, multiplier: 1.6, maxMs: 30000, jitter: 0.2 } */
-  backoff?: BackoffOptions;
-  /** A connection that stayed up this long resets the backoff. @default 30000 */
-  healthyAfterMs?: number;
-}
-
-const DEFAULTS = {
-  method: 'sub',
-  pollIntervalMs: 100,
-  getIntervalMs: 1000,
-  keepaliveMs: 300_000,
-  backoff: { initialMs: 1000, multiplier: 1.6, maxMs: 30_000, jitter: 0.2 },
-  healthyAfterMs: 30_000,
-} as const;
-
-/**
- * Largest message accepted from Falco. Falco's server sets no send limit, and one alert with
- * long command lines and many fields can be large; grpc-js would otherwise fail the whole
- * stream at 4 MiB (RESOURCE_EXHAUSTED) and the popped event would be lost. Still bounded, so
- * a broken peer cannot make us buffer without limit.
- */
-export const MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024 * 1024;
 /**
  * After the server announced it is going away (GOAWAY, e.g. Falco shutting down) a `sub`
  * stream gets this long to deliver what Falco already wrote before we cancel it.
  */
 const DRAIN_MS = 2000;
-/** Repeats of the same failure line within this period are logged at debug level. */
-const REPEAT_LOG_MS = 60_000;
-
-/**
- * Codes worth an ordinary reconnect: transport trouble and a Falco that restarts or is
- * overloaded. Anything else (UNIMPLEMENTED, PERMISSION_DENIED, …) means a misconfiguration; we
- * still retry forever (a daemon must come back once it is fixed) but at the longest delay.
- */
-const RETRYABLE_CODES: ReadonlySet<grpc.status> = new Set([
-  grpc.status.UNAVAILABLE,
-  grpc.status.CANCELLED,
-  grpc.status.DEADLINE_EXCEEDED,
-  grpc.status.RESOURCE_EXHAUSTED,
-  grpc.status.ABORTED,
-  grpc.status.INTERNAL,
-  grpc.status.UNKNOWN,
-  grpc.status.OK, // a stream the server ended: Falco shutting down
-]);
 
 const TRANSITIONS: Record<FalcoStatus, readonly FalcoStatus[]> = {
   idle: ['connecting', 'closed'],
@@ -109,80 +42,10 @@ const TRANSITIONS: Record<FalcoStatus, readonly FalcoStatus[]> = {
   closed: [],
 };
 
-/** The gRPC source settings from the daemon configuration. */
-export function grpcSourceOptionsFromConfig(cfg: Config): GrpcSourceOptions {
-  return {
-    address: cfg.falcoGrpcAddress,
-    method: cfg.falcoGrpcMethod,
-    caFile: cfg.falcoGrpcCaFile,
-    certFile: cfg.falcoGrpcCertFile,
-    keyFile: cfg.falcoGrpcKeyFile,
-    serverName: cfg.falcoGrpcServerName,
-    pollIntervalMs: cfg.falcoGrpcPollIntervalMs,
-    getIntervalMs: cfg.falcoGrpcGetIntervalMs,
-    keepaliveMs: cfg.falcoGrpcKeepaliveMs,
-  };
-}
-
-interface Resolved {
-  address: string;
-  unix: boolean;
-  method: 'sub' | 'get';
-  caFile: string | undefined;
-  certFile: string | undefined;
-  keyFile: string | undefined;
-  serverName: string | undefined;
-  pollIntervalMs: number;
-  getIntervalMs: number;
-  keepaliveMs: number;
-  backoff: Required<Omit<BackoffOptions, 'random'>> & Pick<BackoffOptions, 'random'>;
-  healthyAfterMs: number;
-}
-
-function resolveOptions(o: GrpcSourceOptions): Resolved {
-  if (!o.address) throw new ConfigError('falco_grpc_address', 'the gRPC source needs falco_grpc_address');
-  // gRPC accepts `unix:path` and `unix:///absolute/path`; both reach the socket as given.
-  const unix = o.address.startsWith('unix:');
-  if (!unix && (!o.certFile || !o.keyFile)) {
-    throw new ConfigError(
-      'falco_grpc_cert_file',
-      `falco_grpc_address ${o.address} is TCP, which Falco serves only with mutual TLS: set falco_grpc_cert_file and falco_grpc_key_file`,
-    );
-  }
-  const positive = (name: string, v: number): number => {
-    if (!Number.isFinite(v) || v <= 0) throw new ConfigError(name, `${name} must be a positive number of ms, got ${v}`);
-    return v;
-  };
-  return {
-    address: o.address,
-    unix,
-    method: o.method ?? DEFAULTS.method,
-    caFile: o.caFile,
-    certFile: o.certFile,
-    keyFile: o.keyFile,
-    serverName: o.serverName,
-    pollIntervalMs: positive('falco_grpc_poll_interval', o.pollIntervalMs ?? DEFAULTS.pollIntervalMs),
-    getIntervalMs: positive('falco_grpc_get_interval', o.getIntervalMs ?? DEFAULTS.getIntervalMs),
-    keepaliveMs: positive('falco_grpc_keepalive', o.keepaliveMs ?? DEFAULTS.keepaliveMs),
-    backoff: { ...DEFAULTS.backoff, ...o.backoff },
-    healthyAfterMs: o.healthyAfterMs ?? DEFAULTS.healthyAfterMs,
-  };
-}
-
-type Level = 'debug' | 'info' | 'warn' | 'error';
-
-interface Failure {
-  level: Level;
-  /** Stable text; context goes into fields. */
-  msg: string;
-  retryable: boolean;
-  fields: Record<string, unknown>;
-}
-
 type ReadCall = grpc.ClientReadableStream<DecodedMessage> | grpc.ClientDuplexStream<Record<string, never>, DecodedMessage>;
 
 export class GrpcSource {
-  private readonly opts: Resolved;
+  private readonly opts: ResolvedGrpcSourceOptions;
   private readonly intake: Intake;
   private readonly metrics: Metrics;
   private readonly logger: Logger;
@@ -200,7 +63,7 @@ export class GrpcSource {
   private drainedThisAttempt = false;
   private drainTimer: NodeJS.Timeout | undefined;
   private connectedSince: number | undefined;
-  private lastLogged: { msg: string; at: number } | undefined;
+  private readonly failureLog: FailureLog;
 
   constructor(options: GrpcSourceOptions, deps: { intake: Intake; metrics: Metrics; logger: Logger }) {
     this.opts = resolveOptions(options);
@@ -208,6 +71,7 @@ export class GrpcSource {
     this.metrics = deps.metrics;
     this.logger = deps.logger;
     this.backoff = new Backoff(this.opts.backoff);
+    this.failureLog = new FailureLog(deps.logger);
     loadFalcoProto(); // fail at construction, not on the first connect, if the proto is missing
   }
 
@@ -308,38 +172,8 @@ export class GrpcSource {
   private ensureClient(): grpc.Client {
     if (this.client) return this.client;
     const o = this.opts;
-    const channelOptions: grpc.ChannelOptions = {
-      // Pings find a dead TCP peer (a pulled cable never sends FIN). Falco's C++ server punishes
-      // pings sent while no call is open, hence no pings without calls.
-      'grpc.keepalive_time_ms': o.keepaliveMs,
-      'grpc.keepalive_timeout_ms': Math.min(20_000, o.keepaliveMs),
-      'grpc.keepalive_permit_without_calls': 0,
-      // Our loop is the retry policy: no hidden retries, and channel reconnects on our scale.
-      'grpc.enable_retries': 0,
-      'grpc.initial_reconnect_backoff_ms': o.backoff.initialMs,
-      'grpc.max_reconnect_backoff_ms': o.backoff.maxMs,
-      'grpc.use_local_subchannel_pool': 1,
-      'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
-    };
-    let creds: grpc.ChannelCredentials;
-    if (o.unix) {
-      creds = grpc.credentials.createInsecure();
-    } else {
-      const read = (setting: string, file: string | undefined): Buffer | undefined => {
-        if (!file) return undefined;
-        try {
-          return readFileSync(file);
-        } catch (err) {
-          throw new ConfigError(setting, `cannot read ${setting} ${file}: ${describeError(err)}`, { cause: err });
-        }
-      };
-      const ca = read('falco_grpc_ca_file', o.caFile);
-      const cert = read('falco_grpc_cert_file', o.certFile) as Buffer;
-      const key = read('falco_grpc_key_file', o.keyFile) as Buffer;
-      creds = grpc.credentials.createSsl(ca ?? null, key, cert);
-      this.tlsMaterial = { ca, cert, key };
-      if (o.serverName) channelOptions['grpc.ssl_target_name_override'] = o.serverName;
-    }
+    const { creds, channelOptions, tlsMaterial } = channelSetup(o);
+    this.tlsMaterial = tlsMaterial;
     this.client = new grpc.Client(o.address, creds, channelOptions);
     this.watchChannel(this.client);
     return this.client;
@@ -519,65 +353,19 @@ export class GrpcSource {
     this.connectedSince = undefined;
     const failure =
       'error' in end
-        ? { level: 'error' as const, msg: 'falco grpc client setup failed', retryable: true, fields: { err: describeError(end.error) } }
-        : await this.describeFailure(end.status);
+        ? setupFailure(end.error)
+        : await describeFailure(end.status, {
+            address: this.opts.address,
+            unix: this.opts.unix,
+            serverName: this.opts.serverName,
+            readyThisAttempt: this.readyThisAttempt,
+            drainedThisAttempt: this.drainedThisAttempt,
+            tlsMaterial: this.tlsMaterial,
+            signal: this.abort.signal,
+          });
     let delay = this.backoff.next();
     if (!failure.retryable) delay = Math.max(delay, this.opts.backoff.maxMs);
-    const now = Date.now();
-    const repeat = this.lastLogged?.msg === failure.msg && now - this.lastLogged.at < REPEAT_LOG_MS;
-    if (!repeat) this.lastLogged = { msg: failure.msg, at: now };
-    this.logger[repeat ? 'debug' : failure.level](
-      { address: this.opts.address, attempt: this.backoff.attempts, retryInMs: delay, ...failure.fields },
-      failure.msg,
-    );
+    this.failureLog.log(failure, { address: this.opts.address, attempt: this.backoff.attempts, retryInMs: delay });
     return delay;
-  }
-
-  private async describeFailure(status: grpc.StatusObject): Promise<Failure> {
-    const code = grpc.status[status.code] ?? String(status.code);
-    const details = status.details;
-    const fields = { code, details };
-    if (!this.opts.unix && !this.readyThisAttempt) {
-      let problem = tlsProblem(details);
-      let detail = details;
-      if (!problem && /Failed to connect|Connection dropped|ECONNRESET|socket hang up|closed/i.test(details)) {
-        // grpc-js reports a TLS 1.3 rejection of our certificate only as "Failed to connect";
-        // one plain TLS handshake tells us what the server actually said.
-        const said = this.tlsMaterial && (await probeTls(this.opts.address, this.tlsMaterial, this.opts.serverName, this.abort.signal));
-        if (said !== undefined) {
-          problem = tlsProblem(said) ?? said;
-          detail = said;
-        }
-      }
-      if (problem) {
-        const tlsFields = detail === details ? fields : { ...fields, tls: detail };
-        return { level: 'error', msg: `falco grpc TLS handshake failed: ${problem}`, retryable: true, fields: tlsFields };
-      }
-    }
-    if (/ENOENT/.test(details)) {
-      return { level: 'warn', msg: 'falco grpc socket not found (is Falco running with grpc and grpc_output enabled?)', retryable: true, fields };
-    }
-    if (/EACCES|EPERM/.test(details)) {
-      return { level: 'error', msg: 'falco grpc socket permission denied (run t1612d as a user that may open it)', retryable: true, fields };
-    }
-    if (/ECONNREFUSED/.test(details)) return { level: 'warn', msg: 'falco grpc connection refused', retryable: true, fields };
-    if (status.code === grpc.status.UNIMPLEMENTED) {
-      return { level: 'error', msg: 'falco grpc server does not implement falco.outputs.service (is it Falco ≤0.43 with grpc_output enabled?)', retryable: false, fields };
-    }
-    if (status.code === grpc.status.RESOURCE_EXHAUSTED && /Bandwidth exhausted|too_many_pings|ENHANCE_YOUR_CALM/i.test(details)) {
-      // GOAWAY ENHANCE_YOUR_CALM: Falco's server counts pings sooner than 5 minutes apart,
-      // while it sent no data, as abuse. grpc-js doubles its interval by itself.
-      return { level: 'warn', msg: 'falco grpc server rejected our keepalive pings (too_many_pings): raise falco_grpc_keepalive to 5m or more', retryable: true, fields };
-    }
-    if (this.drainedThisAttempt && RETRYABLE_CODES.has(status.code)) {
-      // Falco (GOAWAY) is shutting down or restarting: expected, and the next lines say
-      // whether it comes back.
-      return { level: 'info', msg: 'falco grpc server is going away (GOAWAY); reconnecting', retryable: true, fields };
-    }
-    if (RETRYABLE_CODES.has(status.code)) {
-      const msg = status.code === grpc.status.OK ? 'falco grpc stream ended by the server' : 'falco grpc stream failed';
-      return { level: 'warn', msg, retryable: true, fields };
-    }
-    return { level: 'error', msg: 'falco grpc call rejected (not a transient error; retrying at the longest backoff)', retryable: false, fields };
   }
 }
