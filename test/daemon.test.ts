@@ -16,20 +16,13 @@ import { Metrics } from '../src/ops/metrics.js';
 import { demoScript, renderScript, ATTACKER_IP, ATTACK_HOST, REGISTRY_CIDR } from '../src/demo/script.js';
 import { TestRedis } from './support/redis.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
+import { waitFor as waitUntil } from './support/wait.js';
 
 const SECRET = 'daemon-test-secret';
 
 async function scriptJson(): Promise<string[]> {
   const start = BigInt(Date.now() - 5_000) * 1_000_000n;
   return (await renderScript(start)).map((ev) => JSON.stringify(ev));
-}
-
-async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 /**

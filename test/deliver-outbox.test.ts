@@ -16,6 +16,7 @@ import { Metrics } from '../src/ops/metrics.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { TestRedis } from './support/redis.js';
 import { WebhookReceiver, sampleAlert } from './support/webhook-receiver.js';
+import { withinMs } from './support/wait.js';
 
 const SECRET = 'test-secret';
 
@@ -423,15 +424,3 @@ async function waitFor(pred: () => Promise<boolean>, timeoutMs: number, what: st
   }
 }
 
-/** Resolve with `p`, or fail with a clear message if it takes longer than `ms`. */
-async function withinMs<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms}ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

@@ -14,6 +14,7 @@ import { createLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { resolveConfig } from '../src/config.js';
 import { testPki } from './support/certs.js';
+import { waitFor, withinMs } from './support/wait.js';
 
 const FALCO_JSON =
   '{"hostname":"falco-xczjd","output":"13:44:05.478445995: Critical A shell was spawned ...","priority":"Critical","rule":"Terminal shell in container","source":"syscall","tags":["container","mitre_execution","shell"],"time":"2023-05-25T13:44:05.478445995Z","output_fields":{"container.id":"ee97d9c4186f","container.image.repository":"docker.io/library/alpine","evt.time":1685022245478445995,"proc.cmdline":"sh -c clear; (bash || ash || sh)","proc.name":"sh","proc.pname":"runc","user.name":"root"}}';
@@ -31,27 +32,6 @@ function event(seq: number, tags: string[] = ['t1612_build']): EmulatorResponse 
     tags,
     source: 'syscall',
   };
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** Resolve with `p`, or fail with a clear message if it takes longer than `ms`. */
-async function withinMs<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms}ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 interface Harness {

@@ -15,6 +15,7 @@ import { Intake } from '../src/falco/intake.js';
 import { createLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { testPki } from './support/certs.js';
+import { waitFor, withinMs } from './support/wait.js';
 
 // --- a tiny protobuf encoder -------------------------------------------------------------
 
@@ -194,27 +195,6 @@ class WireFalco {
 // --- harness -------------------------------------------------------------------------------
 
 const cleanups: (() => unknown)[] = [];
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** Resolve with `p`, or fail with a clear message if it takes longer than `ms`. */
-async function withinMs<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms}ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function socketPath(): string {
   const dir = mkdtempSync(join(tmpdir(), 't1612d-wire-'));
