@@ -8,14 +8,21 @@
  *    first-seen writes)
  * 4. event-to-alert latency: builds whose step reaches a new IP, Redis stores
  * 5. HTTP ingest end to end: NDJSON batches POSTed to a running daemon (memory stores)
+ * 6. gRPC end to end: a Falco emulator's queue drained over `sub` on a unix socket into a
+ *    running daemon (memory stores); the emulator encodes in the same process, so this
+ *    understates what the client alone sustains
  *
  * Redis: a private redis-server (or REDIS_URL). Sizes scale with BENCH_SCALE (default 1).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { resolveConfig, type Config } from '../src/config.js';
 import { Correlator } from '../src/detect/correlator.js';
 import type { Alert } from '../src/detect/alert.js';
 import { Daemon } from '../src/daemon.js';
+import { FalcoEmulator, responseFromJson } from '../src/falco/emulator.js';
 import { fromFalcoJson, type FalcoEvent } from '../src/falco/event.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { silentLogger } from '../src/ops/logger.js';
@@ -206,6 +213,28 @@ async function httpIngest(n: number, batch: number): Promise<void> {
   await daemon.close();
 }
 
+async function grpcIngest(n: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 't1612d-bench-'));
+  const falco = await FalcoEmulator.start({ address: `unix://${join(dir, 'falco.sock')}` });
+  const t = await templates();
+  const now = Date.now();
+  for (let i = 0; i < n; i++) {
+    const of = { ...(t.egress['output_fields'] as Record<string, unknown>), 'fd.sip': ipOf(i % 500, 70) };
+    falco.enqueue(responseFromJson({ ...t.egress, hostname: 'node-grpc', output_fields: of, time: new Date(now).toISOString() }));
+  }
+  const cfg = config({ falcoGrpcAddress: falco.address, intakeQueueSize: 50_000 });
+  const daemon = new Daemon(cfg, { logger, metrics: new Metrics(), alertSink: collector() });
+  const t0 = performance.now();
+  await daemon.start();
+  while ((await daemon.metrics.value('t1612d_falco_events_total')) < n) await new Promise((r) => setTimeout(r, 5));
+  await daemon.settle();
+  const secs = (performance.now() - t0) / 1000;
+  console.log(`${'grpc sub (unix socket), memory stores'.padEnd(44)} ${fmt(n / secs).padStart(10)} events/s  (${fmt(n)} events, ${secs.toFixed(2)} s)`);
+  await daemon.close();
+  await falco.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+
 async function main(): Promise<void> {
   console.log(`t1612d bench (node ${process.version}, scale ${SCALE})`);
   await warmCache('correlator, memory, warm cache', config({}), 2_000_000 * SCALE, 5_000);
@@ -219,6 +248,7 @@ async function main(): Promise<void> {
     await redis.close();
   }
   await httpIngest(100_000 * SCALE, 500);
+  await grpcIngest(100_000 * SCALE);
 }
 
 main().then(
