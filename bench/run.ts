@@ -91,11 +91,24 @@ function fmt(n: number): string {
   return Math.round(n).toLocaleString('en-US');
 }
 
-async function warmCache(label: string, cfg: Config, n: number, ips: number): Promise<void> {
+/** A correlator on the configured stores, with a collecting sink; `done()` closes both. */
+async function correlatorFor(cfg: Config): Promise<{ corr: Correlator; sink: Collector; done: () => Promise<void> }> {
   const metrics = new Metrics();
   const stores = await createStores(cfg, { logger, metrics });
   const sink = collector();
   const corr = new Correlator(cfg, { stores, sink, metrics, logger });
+  return {
+    corr,
+    sink,
+    done: async () => {
+      await corr.close();
+      await stores.close();
+    },
+  };
+}
+
+async function warmCache(label: string, cfg: Config, n: number, ips: number): Promise<void> {
+  const { corr, sink, done } = await correlatorFor(cfg);
   const t = await templates();
   const now = Date.now();
   // One open build per host, so every egress also goes through attribution.
@@ -123,15 +136,11 @@ async function warmCache(label: string, cfg: Config, n: number, ips: number): Pr
     `${label.padEnd(44)} ${fmt(n / secs).padStart(10)} events/s  (${fmt(n)} events over ${ips} known IPs, ${secs.toFixed(2)} s, ` +
       `${learned} alerts while learning, ${sink.alerts.length - learned} after, heap ${((mem1 - mem0) / 1e6).toFixed(1)} MB)`,
   );
-  await corr.close();
-  await stores.close();
+  await done();
 }
 
 async function cold(cfg: Config, n: number): Promise<void> {
-  const metrics = new Metrics();
-  const stores = await createStores(cfg, { logger, metrics });
-  const sink = collector();
-  const corr = new Correlator(cfg, { stores, sink, metrics, logger });
+  const { corr, sink, done } = await correlatorFor(cfg);
   const t = await templates();
   const now = Date.now();
   // Host traffic outside any build: container egress, every IP never seen.
@@ -145,15 +154,11 @@ async function cold(cfg: Config, n: number): Promise<void> {
   await corr.flush();
   const secs = (performance.now() - t0) / 1000;
   console.log(`${'correlator, redis, cold (all IPs new, no build)'.padEnd(44)} ${fmt(n / secs).padStart(10)} events/s  (${fmt(n)} events, ${secs.toFixed(2)} s, ${sink.alerts.length} alerts)`);
-  await corr.close();
-  await stores.close();
+  await done();
 }
 
 async function latency(cfg: Config, builds: number): Promise<void> {
-  const metrics = new Metrics();
-  const stores = await createStores(cfg, { logger, metrics });
-  const sink = collector();
-  const corr = new Correlator(cfg, { stores, sink, metrics, logger });
+  const { corr, sink, done } = await correlatorFor(cfg);
   const t = await templates();
   const now = Date.now();
   const sent = new Map<string, number>();
@@ -176,8 +181,7 @@ async function latency(cfg: Config, builds: number): Promise<void> {
   lat.sort((a, b) => a - b);
   const q = (p: number): string => (lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? NaN).toFixed(2);
   console.log(`${'event-to-alert latency, redis'.padEnd(44)} p50 ${q(0.5)} ms  p99 ${q(0.99)} ms  max ${q(1)} ms  (${lat.length}/${builds} alerts)`);
-  await corr.close();
-  await stores.close();
+  await done();
 }
 
 async function httpIngest(n: number, batch: number): Promise<void> {
