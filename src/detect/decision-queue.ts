@@ -161,7 +161,7 @@ export class DecisionQueue {
 
   /** Run a round soon, unless one is running or waiting for its retry. */
   schedule(): void {
-    if (this.running || this.immediate || this.retryTimer) return;
+    if (this.stopped || this.running || this.immediate || this.retryTimer) return;
     this.immediate = setImmediate(() => {
       this.immediate = undefined;
       void this.tick();
@@ -193,7 +193,8 @@ export class DecisionQueue {
     if (this.running) return;
     this.running = true;
     try {
-      while (this.hasWork()) {
+      // After stop() a round already in flight finishes, but no new one starts.
+      while (!this.stopped && this.hasWork()) {
         if (!this.opts.redisUp()) throw new Error('redis is not connected');
         await this.opts.round();
         if (this.failing) {
