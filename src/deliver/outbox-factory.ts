@@ -44,7 +44,9 @@ export function createOutbox(cfg: Config, deps: OutboxDeps): Outbox {
     environment: cfg.environment,
     maxLen: cfg.outboxMaxLen,
     sinks: sinkNames,
-    consumer: tuning.consumerName ?? `${cfg.hostname || osHostname()}:${process.pid}`,
+    // One daemon per host (one per Falco): the host name is a stable consumer name, so a
+    // restarted daemon resumes its own unacknowledged deliveries at once.
+    consumer: tuning.consumerName ?? (cfg.hostname || osHostname()),
     claimIdleMs: tuning.claimIdleMs ?? 60_000,
     blockMs,
     attemptsTtlMs: tuning.attemptsTtlMs ?? 7 * 86_400_000,

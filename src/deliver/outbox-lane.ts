@@ -174,6 +174,10 @@ export class Lane {
     let last: Extract<SendResult, { kind: 'retry' }> | undefined;
     for (;;) {
       if (stop.aborted) return;
+      // Take a send slot before counting the attempt: a stop while waiting for the slot must
+      // not use up an attempt that was never made.
+      const release = await this.acquire();
+      if (!release) return;
       let attempt: number;
       try {
         attempt = await store.attempt(sink, entry.id);
@@ -185,6 +189,7 @@ export class Lane {
       attempt = Math.max(attempt, used + 1);
       used = attempt;
       if (attempt > maxAttempts) {
+        release();
         // Counted attempts from an earlier run already used up the budget.
         await this.giveUp(entry, alert, {
           error: last?.error ?? 'attempt limit reached (attempts made before a restart)',
@@ -194,8 +199,6 @@ export class Lane {
         });
         return;
       }
-      const release = await this.acquire();
-      if (!release) return;
       let result: SendResult;
       try {
         result = await this.sink.send(alert, entry.body, this.ctx.kill);

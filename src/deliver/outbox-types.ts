@@ -15,7 +15,7 @@ export type RedisFactory = (options: { name: string; blocking: boolean }) => Red
 
 /** Knobs below the configuration, for tests and embedding. All durations in ms. */
 export interface OutboxTuning {
-  /** Consumer name in every group. @default `<hostname>:<pid>` */
+  /** Consumer name in every group. @default the `hostname` setting */
   consumerName?: string;
   /** Another consumer's entries idle this long are taken over. @default 60000 */
   claimIdleMs?: number;

@@ -135,7 +135,11 @@ export class Correlator {
    * up: then it returns a promise that resolves when there is room (backpressure).
    */
   handle(ev: FalcoEvent): void | Promise<void> {
-    if (this.closed) return;
+    if (this.closed) {
+      // Only after the shutdown deadline cut the intake short: counted, never silent.
+      this.deps.metrics.droppedEvents.inc({ reason: 'shutdown' });
+      return;
+    }
     try {
       const tags = ev.tags;
       if (!Array.isArray(tags)) return;
