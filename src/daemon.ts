@@ -111,7 +111,14 @@ export class Daemon {
           { address: cfg.httpAddress, token: cfg.httpToken, bodyLimit: cfg.httpBodyLimit },
           { intake: this.intake, metrics: this.metrics, logger: this.logger, readiness: () => this.readiness() },
         );
-        this.httpPort = (await this.http.listen()).port;
+        const bound = await this.http.listen();
+        this.httpPort = bound.port;
+        if (!cfg.httpToken && !/^(127\.|::1$|localhost$)/.test(bound.host)) {
+          this.logger.warn(
+            { address: cfg.httpAddress },
+            'http ingest accepts events without a token: anyone who can reach it can teach the known-IP set; set http_token (T1612D_HTTP_TOKEN) or bind http_address to 127.0.0.1',
+          );
+        }
       }
       if (sources && cfg.falcoGrpcAddress !== '') {
         this.grpc = new GrpcSource(grpcSourceOptionsFromConfig(cfg), {

@@ -11,7 +11,7 @@ import { resolveConfig, type Config } from '../src/config.js';
 import { Daemon } from '../src/daemon.js';
 import type { Alert } from '../src/detect/alert.js';
 import { FalcoEmulator, responseFromJson } from '../src/falco/emulator.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { createLogger, silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { demoScript, renderScript, ATTACKER_IP, ATTACK_HOST, REGISTRY_CIDR } from '../src/demo/script.js';
 import { TestRedis } from './support/redis.js';
@@ -231,6 +231,19 @@ describe('daemon end to end', function () {
     await daemon.close();
     assert.ok(calls >= 3, `delivered before close() resolved (attempts: ${calls})`);
     assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
+  });
+
+  it('warns when ingest listens beyond loopback without a token, and not with one', async () => {
+    const warned = async (overrides: Partial<Config>): Promise<boolean> => {
+      const lines: string[] = [];
+      const logger = createLogger({ level: 'warn', destination: { write: (l: string) => void lines.push(l) } });
+      const d = new Daemon(config({ falcoGrpcAddress: '', httpAddress: '0.0.0.0:0', ...overrides }), { logger, metrics: new Metrics() });
+      cleanups.push(() => d.close());
+      await d.start();
+      return lines.some((l) => l.includes('http ingest accepts events without a token'));
+    };
+    assert.equal(await warned({}), true);
+    assert.equal(await warned({ httpToken: 'tok' }), false);
   });
 
   it('close() is idempotent and leaves the daemon closed', async () => {

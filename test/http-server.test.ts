@@ -303,13 +303,19 @@ describe('HttpServer', () => {
       assert.equal(shorter.status, 401);
       const basic = await post(h, FALCO_EXAMPLE, { authorization: `Basic ${TOKEN}` });
       assert.equal(basic.status, 401);
+      const basicWrong = await post(h, FALCO_EXAMPLE, { authorization: `Basic ${Buffer.from(`falco:${TOKEN}x`).toString('base64')}` });
+      assert.equal(basicWrong.status, 401);
       await h.intake.whenIdle();
       assert.equal(h.received.length, 0);
 
       const ok = await post(h, FALCO_EXAMPLE, { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' });
       assert.equal(ok.status, 200);
+      // Falco's http_output has no header option: `url: http://falco:<token>@t1612d:2802/falco`
+      // makes libcurl send Basic auth with the token as the password.
+      const asFalco = await post(h, FALCO_EXAMPLE, { authorization: `Basic ${Buffer.from(`falco:${TOKEN}`).toString('base64')}` });
+      assert.equal(asFalco.status, 200);
       await h.intake.whenIdle();
-      assert.equal(h.received.length, 1);
+      assert.equal(h.received.length, 2);
 
       assert.equal((await get(h, '/healthz')).status, 200);
       assert.equal((await get(h, '/readyz')).status, 200);

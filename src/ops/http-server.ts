@@ -27,7 +27,11 @@ export interface Readiness {
 export interface HttpServerOptions {
   /** `host:port` to listen on (`[::1]:2802`, `:2802` for all interfaces); port 0 picks one. */
   address: string;
-  /** When set, ingest requires `Authorization: Bearer <token>`; health and metrics do not. */
+  /**
+   * When set, ingest requires `Authorization: Bearer <token>` — or Basic auth whose password is
+   * the token, which is what Falco's http_output sends for `http://user:<token>@host/falco`
+   * (it has no header option). Health and metrics need no token.
+   */
   token?: string;
   /** Largest ingest body in bytes, both as sent and after decompression. */
   bodyLimit: number;
@@ -93,6 +97,17 @@ export function parseListenAddress(address: string): { host: string | undefined;
 
 function sha256(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** The token in `Bearer <token>`, or the password of `Basic base64(user:password)`. */
+function presentedToken(header: string): string | undefined {
+  const bearer = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+  if (bearer) return bearer[1];
+  const basic = /^Basic[ \t]+([A-Za-z0-9+/=]+)[ \t]*$/i.exec(header);
+  if (!basic) return undefined;
+  const decoded = Buffer.from(basic[1] as string, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  return colon >= 0 ? decoded.slice(colon + 1) : undefined;
 }
 
 export class HttpServer {
@@ -259,9 +274,9 @@ export class HttpServer {
   private precheck(req: IncomingMessage): Rejection | undefined {
     if (this.tokenDigest) {
       const header = req.headers.authorization ?? '';
-      const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+      const presented = presentedToken(header);
       // Compare digests, not tokens: equal lengths for timingSafeEqual and no length leak.
-      if (!m || !timingSafeEqual(sha256(m[1] as string), this.tokenDigest)) {
+      if (presented === undefined || !timingSafeEqual(sha256(presented), this.tokenDigest)) {
         return new Rejection(401, header === '' ? 'missing bearer token' : 'wrong bearer token', {
           'WWW-Authenticate': 'Bearer',
         });
