@@ -35,6 +35,21 @@ export interface HttpPosterOptions {
   logger: Logger;
 }
 
+/** What a sink knows about its endpoint; `posterFor` turns it into an HttpPoster. */
+export interface EndpointOptions {
+  url: string;
+  timeoutMs: number;
+  /** Requests in flight at once; also the connection pool size. */
+  concurrency: number;
+  tls?: TlsOptions | undefined;
+  logger: Logger;
+}
+
+/** The poster for a sink named `name`: one connection per allowed concurrent request. */
+export function posterFor(name: string, o: EndpointOptions): HttpPoster {
+  return new HttpPoster({ name, url: o.url, timeoutMs: o.timeoutMs, connections: o.concurrency, ...(o.tls ? { tls: o.tls } : {}), logger: o.logger });
+}
+
 /** Response bodies are read up to this many bytes: enough for an error message in a log line. */
 const MAX_BODY_BYTES = 2048;
 

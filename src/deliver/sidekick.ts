@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Alert, Severity } from '../detect/alert.js';
 import type { Priority } from '../falco/event.js';
-import { HttpPoster } from './http.js';
+import { posterFor, type EndpointOptions, type HttpPoster } from './http.js';
 import { userAgent, type SendResult, type Sink } from './sink.js';
 import { tlsFromConfig } from './webhook.js';
 
@@ -115,13 +115,7 @@ export function toFalcoEvent(alert: Alert, now: () => Date = () => new Date()): 
   };
 }
 
-export interface SidekickSinkOptions {
-  url: string;
-  timeoutMs: number;
-  concurrency: number;
-  tls?: ConstructorParameters<typeof HttpPoster>[0]['tls'];
-  logger: Logger;
-}
+export type SidekickSinkOptions = EndpointOptions;
 
 export class SidekickSink implements Sink {
   readonly name = 'sidekick';
@@ -130,14 +124,7 @@ export class SidekickSink implements Sink {
 
   constructor(options: SidekickSinkOptions) {
     this.concurrency = options.concurrency;
-    this.http = new HttpPoster({
-      name: this.name,
-      url: options.url,
-      timeoutMs: options.timeoutMs,
-      connections: options.concurrency,
-      ...(options.tls ? { tls: options.tls } : {}),
-      logger: options.logger,
-    });
+    this.http = posterFor(this.name, options);
   }
 
   static fromConfig(cfg: Config, logger: Logger): SidekickSink | undefined {

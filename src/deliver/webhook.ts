@@ -7,19 +7,14 @@ import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Alert } from '../detect/alert.js';
-import { HttpPoster, type TlsOptions } from './http.js';
+import { posterFor, type EndpointOptions, type HttpPoster, type TlsOptions } from './http.js';
 import { userAgent, type SendResult, type Sink } from './sink.js';
 
-export interface WebhookSinkOptions {
-  url: string;
+export interface WebhookSinkOptions extends EndpointOptions {
   /** HMAC-SHA256 key; adds `X-T1612D-Signature: sha256=<hex>`. */
   secret?: string | undefined;
   /** Extra headers (e.g. Authorization). They cannot replace the t1612d headers. */
   headers?: Record<string, string>;
-  timeoutMs: number;
-  concurrency: number;
-  tls?: TlsOptions;
-  logger: Logger;
   /** @default 'webhook' */
   name?: string;
 }
@@ -41,14 +36,7 @@ export class WebhookSink implements Sink {
   constructor(private readonly options: WebhookSinkOptions) {
     this.name = options.name ?? 'webhook';
     this.concurrency = options.concurrency;
-    this.http = new HttpPoster({
-      name: this.name,
-      url: options.url,
-      timeoutMs: options.timeoutMs,
-      connections: options.concurrency,
-      ...(options.tls ? { tls: options.tls } : {}),
-      logger: options.logger,
-    });
+    this.http = posterFor(this.name, options);
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(options.headers ?? {})) {
       if (OWN_HEADERS.has(k.toLowerCase())) {

@@ -184,24 +184,20 @@ export class FalcoEmulator {
   private handleSub(call: grpc.ServerDuplexStream<unknown, EmulatorMessage>): void {
     let pending = 0;
     let pumping = false;
-    let gone = false;
-    const end = (): void => {
-      gone = true;
-    };
-    call.on('cancelled', end);
-    call.on('error', end);
-    call.on('close', end);
+    const closed = watchGone(call);
+    let halfClosed = false;
+    const gone = (): boolean => halfClosed || closed();
     // The client half-closed: nothing more to answer, finish the call OK.
     call.on('end', () => {
-      if (!gone) call.end();
-      gone = true;
+      if (!gone()) call.end();
+      halfClosed = true;
     });
     const pump = async (): Promise<void> => {
       pumping = true;
       try {
-        while (pending > 0 && !gone) {
+        while (pending > 0 && !gone()) {
           pending--;
-          await this.drainTo(call, () => gone);
+          await this.drainTo(call, gone);
         }
       } finally {
         pumping = false;
@@ -216,15 +212,9 @@ export class FalcoEmulator {
 
   private handleGet(call: grpc.ServerWritableStream<unknown, EmulatorMessage>): void {
     this.requestCount++;
-    let gone = false;
-    const end = (): void => {
-      gone = true;
-    };
-    call.on('cancelled', end);
-    call.on('error', end);
-    call.on('close', end);
-    void this.drainTo(call, () => gone).then(() => {
-      if (!gone) call.end();
+    const gone = watchGone(call);
+    void this.drainTo(call, gone).then(() => {
+      if (!gone()) call.end();
     });
   }
 
@@ -274,4 +264,14 @@ export class FalcoEmulator {
     }
     throw new Error(`FalcoEmulator could not bind ${this.bound}`, { cause: lastErr });
   }
+}
+
+/** Whether a server call is over: cancelled, failed or closed. */
+function watchGone(call: NodeJS.EventEmitter): () => boolean {
+  let gone = false;
+  const end = (): void => {
+    gone = true;
+  };
+  for (const ev of ['cancelled', 'error', 'close']) call.on(ev, end);
+  return () => gone;
 }
