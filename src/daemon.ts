@@ -4,17 +4,17 @@
  * the outbox delivers. `close()` is idempotent and bounded by `shutdownTimeoutMs`.
  */
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
-import { describeError } from './errors.js';
-import { Intake } from './falco/intake.js';
-import { GrpcSource, grpcSourceOptionsFromConfig } from './falco/grpc-source.js';
-import { HttpServer, type Readiness } from './ops/http-server.js';
+import type { Config } from './config/config.js';
+import { describeError } from './model/errors.js';
+import { Intake } from './sources/intake.js';
+import { GrpcSource, grpcSourceOptionsFromConfig } from './sources/grpc-source.js';
+import { HttpServer, type Readiness } from './sources/http-server.js';
 import { Metrics } from './ops/metrics.js';
 import { Correlator } from './detect/correlator.js';
 import { createStores, type Stores } from './store/stores.js';
 import { createOutbox, type Outbox } from './deliver/outbox.js';
 import { createSinks } from './deliver/sinks.js';
-import type { AlertSink } from './detect/alert.js';
+import type { AlertSink } from './model/alert.js';
 
 export interface DaemonDeps {
   logger: Logger;

@@ -6,8 +6,8 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
-import { resolveConfig, describeSettings, type Config } from './config.js';
-import { ConfigError, describeError } from './errors.js';
+import { resolveConfig, describeSettings, type Config } from './config/config.js';
+import { ConfigError, describeError } from './model/errors.js';
 import { createLogger, type Logger } from './ops/logger.js';
 import { Daemon } from './daemon.js';
 import { openInput, runReplay } from './replay.js';

@@ -6,10 +6,10 @@
 import { createReadStream } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
+import type { Config } from './config/config.js';
 import { Daemon } from './daemon.js';
-import { readEventStream } from './falco/file-source.js';
-import type { Alert, AlertSink } from './detect/alert.js';
+import { readEventStream } from './sources/file-source.js';
+import type { Alert, AlertSink } from './model/alert.js';
 
 export interface ReplayResult {
   events: number;

@@ -9,7 +9,7 @@ import {
   type EgressSignal,
 } from '../src/detect/classify.js';
 import { CidrSet, DomainSuffixSet, isIgnoredAddress, normaliseIp } from '../src/detect/net.js';
-import type { FalcoEvent } from '../src/falco/event.js';
+import type { FalcoEvent } from '../src/model/event.js';
 import { loadEvents } from './support/scenarios.js';
 
 function event(tags: string[], fields: Record<string, string | null>, hostname = 'node-a'): FalcoEvent {

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { Cluster } from 'ioredis';
-import { resolveConfig, type Config } from '../src/config.js';
+import { resolveConfig, type Config } from '../src/config/config.js';
 import { Daemon } from '../src/daemon.js';
-import type { Alert } from '../src/detect/alert.js';
+import type { Alert } from '../src/model/alert.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { renderScript, ATTACKER_IP, REGISTRY_CIDR } from '../src/demo/script.js';

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveConfig, envName, yamlKey, parseDuration } from '../src/config.js';
-import { ConfigError } from '../src/errors.js';
+import { resolveConfig, envName, yamlKey, parseDuration } from '../src/config/config.js';
+import { ConfigError } from '../src/model/errors.js';
 
 describe('config', () => {
   let dir: string;

@@ -3,11 +3,11 @@
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { Correlator } from '../src/detect/correlator.js';
-import type { FalcoEvent } from '../src/falco/event.js';
+import type { FalcoEvent } from '../src/model/event.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { createStores, type Stores } from '../src/store/stores.js';
-import type { Config } from '../src/config.js';
+import type { Config } from '../src/config/config.js';
 import { TestRedis } from './support/redis.js';
 import { CollectingSink, loadEvents, testConfig, withDestination } from './support/scenarios.js';
 

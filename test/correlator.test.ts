@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { Metrics } from '../src/ops/metrics.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { createStores, type Stores } from '../src/store/stores.js';
-import { TECHNIQUE } from '../src/detect/alert.js';
+import { TECHNIQUE } from '../src/model/alert.js';
 import { TestRedis } from './support/redis.js';
 import { SCENARIOS, runScenario, testConfig } from './support/scenarios.js';
-import type { Config } from '../src/config.js';
+import type { Config } from '../src/config/config.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z$/;
 

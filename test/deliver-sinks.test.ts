@@ -16,10 +16,10 @@ import { SidekickSink, toFalcoEvent, PRIORITY_OF } from '../src/deliver/sidekick
 import { StdoutSink } from '../src/deliver/stdout.js';
 import { parseRetryAfter, userAgent } from '../src/deliver/sink.js';
 import { createSinks } from '../src/deliver/sinks.js';
-import { resolveConfig } from '../src/config.js';
-import { fromFalcoJson, kindOfTags } from '../src/falco/event.js';
+import { resolveConfig } from '../src/config/config.js';
+import { fromFalcoJson, kindOfTags } from '../src/model/event.js';
 import { silentLogger } from '../src/ops/logger.js';
-import type { Alert } from '../src/detect/alert.js';
+import type { Alert } from '../src/model/alert.js';
 import { WebhookReceiver, sampleAlert } from './support/webhook-receiver.js';
 
 /** A logger whose lines land in `lines` (parsed). */

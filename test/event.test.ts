@@ -1,6 +1,6 @@
 // Normalisation of Falco JSON alerts and the big-integer-preserving JSON parser.
 import assert from 'node:assert/strict';
-import { InvalidEventError } from '../src/errors.js';
+import { InvalidEventError } from '../src/model/errors.js';
 import {
   eventTimeMs,
   field,
@@ -10,7 +10,7 @@ import {
   kindOfTags,
   parseIsoNs,
   parseJsonPreservingBigInts,
-} from '../src/falco/event.js';
+} from '../src/model/event.js';
 
 const BASE = {
   time: '2023-05-25T13:44:05.478445995Z',

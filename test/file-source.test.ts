@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import type { FalcoEvent } from '../src/falco/event.js';
-import { readEventFile, readEventStream } from '../src/falco/file-source.js';
-import { Intake } from '../src/falco/intake.js';
+import type { FalcoEvent } from '../src/model/event.js';
+import { readEventFile, readEventStream } from '../src/sources/file-source.js';
+import { Intake } from '../src/sources/intake.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 

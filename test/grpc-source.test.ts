@@ -6,13 +6,13 @@ import { existsSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { FalcoEmulator, responseFromJson, type EmulatorResponse } from '../src/falco/emulator.js';
-import { fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../src/falco/event.js';
-import { GrpcSource, grpcSourceOptionsFromConfig, type GrpcSourceOptions } from '../src/falco/grpc-source.js';
-import { Intake } from '../src/falco/intake.js';
+import { FalcoEmulator, responseFromJson, type EmulatorResponse } from '../src/demo/emulator.js';
+import { fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../src/model/event.js';
+import { GrpcSource, grpcSourceOptionsFromConfig, type GrpcSourceOptions } from '../src/sources/grpc-source.js';
+import { Intake } from '../src/sources/intake.js';
 import { createLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
-import { resolveConfig } from '../src/config.js';
+import { resolveConfig } from '../src/config/config.js';
 import { testPki } from './support/certs.js';
 import { waitFor, withinMs } from './support/wait.js';
 

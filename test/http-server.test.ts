@@ -6,9 +6,9 @@ import { Readable } from 'node:stream';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
-import type { FalcoEvent } from '../src/falco/event.js';
-import { Intake } from '../src/falco/intake.js';
-import { HttpServer, parseListenAddress, type HttpServerOptions, type Readiness } from '../src/ops/http-server.js';
+import type { FalcoEvent } from '../src/model/event.js';
+import { Intake } from '../src/sources/intake.js';
+import { HttpServer, parseListenAddress, type HttpServerOptions, type Readiness } from '../src/sources/http-server.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Correlator } from '../src/detect/correlator.js';
-import { TAG_EGRESS } from '../src/falco/event.js';
+import { TAG_EGRESS } from '../src/model/event.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { createStores } from '../src/store/stores.js';

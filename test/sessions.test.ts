@@ -5,7 +5,7 @@ import { classifyBuild, type BuildSignal } from '../src/detect/classify.js';
 import { SessionTable } from '../src/detect/sessions.js';
 import { attribute, imageMatches, severityOf } from '../src/detect/attribution.js';
 import { classifyEgress } from '../src/detect/classify.js';
-import { formatTimeNs, type FalcoEvent } from '../src/falco/event.js';
+import { formatTimeNs, type FalcoEvent } from '../src/model/event.js';
 import { Correlator } from '../src/detect/correlator.js';
 import { memoryStores } from '../src/store/stores.js';
 import { Metrics } from '../src/ops/metrics.js';

@@ -8,7 +8,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { TECHNIQUE, type Alert } from '../src/detect/alert.js';
+import { TECHNIQUE, type Alert } from '../src/model/alert.js';
 import { ROOT } from './support/compose.js';
 
 const SECRET = 'demo-secret';

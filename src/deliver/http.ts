@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 import { truncate } from '../ops/logger.js';
 import { isRetryableStatus, parseRetryAfter, type SendResult } from './sink.js';
 

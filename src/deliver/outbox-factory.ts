@@ -6,7 +6,7 @@
  */
 import { hostname as osHostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import type { Metrics } from '../ops/metrics.js';
 import { createRedisClient, waitReady, type RedisClient } from '../store/redis/connection.js';
 import { OutboxImpl, quitClient } from './outbox-impl.js';

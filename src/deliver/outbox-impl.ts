@@ -6,9 +6,9 @@
  * the next start (or another daemon) to resume. Built by `createOutbox` in outbox-factory.ts.
  */
 import { setMaxListeners } from 'node:events';
-import type { Config } from '../config.js';
-import type { Alert } from '../detect/alert.js';
-import { ClosedError, describeError } from '../errors.js';
+import type { Config } from '../config/config.js';
+import type { Alert } from '../model/alert.js';
+import { ClosedError, describeError } from '../model/errors.js';
 import { Backoff, sleep } from '../ops/backoff.js';
 import { waitReady, type RedisClient } from '../store/redis/connection.js';
 import { Lane, type LaneContext } from './outbox-lane.js';

@@ -6,8 +6,8 @@
  * the attempt budget. Attempts are counted in the store so a restart does not reset them.
  */
 import type { Logger } from 'pino';
-import type { Alert } from '../detect/alert.js';
-import { describeError } from '../errors.js';
+import type { Alert } from '../model/alert.js';
+import { describeError } from '../model/errors.js';
 import { Backoff, sleep } from '../ops/backoff.js';
 import { truncate } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';

@@ -17,7 +17,7 @@
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../store/redis/connection.js';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 import { truncate } from '../ops/logger.js';
 import type { AppendResult, DeadLetterInfo, OutboxStore, StoredEntry } from './outbox-store.js';
 

@@ -5,7 +5,7 @@
  * depend on it while outbox.ts re-exports the factory, with no import cycle.
  */
 import type { Logger } from 'pino';
-import type { AlertSink } from '../detect/alert.js';
+import type { AlertSink } from '../model/alert.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RedisClient } from '../store/redis/connection.js';
 import type { Sink } from './sink.js';

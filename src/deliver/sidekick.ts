@@ -8,9 +8,9 @@
  * pointed back at t1612d's ingest, the forwarded alert classifies as `other` and loops nowhere.
  */
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import type { Alert, Severity } from '../detect/alert.js';
-import type { Priority } from '../falco/event.js';
+import type { Config } from '../config/config.js';
+import type { Alert, Severity } from '../model/alert.js';
+import type { Priority } from '../model/event.js';
 import { posterFor, type EndpointOptions, type HttpPoster } from './http.js';
 import { userAgent, type SendResult, type Sink } from './sink.js';
 import { tlsFromConfig } from './webhook.js';

@@ -3,7 +3,7 @@
  * the one place that decides which HTTP answers are worth retrying.
  */
 import { readFileSync } from 'node:fs';
-import type { Alert } from '../detect/alert.js';
+import type { Alert } from '../model/alert.js';
 
 /** How one delivery attempt ended. */
 export type SendResult =

@@ -4,7 +4,7 @@
  * without a webhook still shows what it caught (`docker logs`).
  */
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
+import type { Config } from '../config/config.js';
 import type { Sink } from './sink.js';
 import { SidekickSink } from './sidekick.js';
 import { StdoutSink } from './stdout.js';

@@ -3,8 +3,8 @@
  * Writes are serialised (concurrency 1) so lines never interleave and back-pressure holds.
  */
 import type { Writable } from 'node:stream';
-import type { Alert } from '../detect/alert.js';
-import { describeError } from '../errors.js';
+import type { Alert } from '../model/alert.js';
+import { describeError } from '../model/errors.js';
 import type { SendResult, Sink } from './sink.js';
 
 export class StdoutSink implements Sink {

@@ -5,8 +5,8 @@
  */
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import type { Alert } from '../detect/alert.js';
+import type { Config } from '../config/config.js';
+import type { Alert } from '../model/alert.js';
 import { posterFor, type EndpointOptions, type HttpPoster, type TlsOptions } from './http.js';
 import { userAgent, type SendResult, type Sink } from './sink.js';
 

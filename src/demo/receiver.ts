@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Alert } from '../detect/alert.js';
+import type { Alert } from '../model/alert.js';
 
 export interface Received {
   alert: Alert;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { defaultRulesDir } from '../rules/check.js';
 import { parseRulesFile } from '../rules/load.js';
 import { collect, outputFields } from '../rules/semantics.js';
-import { formatTimeNs } from '../falco/event.js';
+import { formatTimeNs } from '../model/event.js';
 
 export interface RuleTemplate {
   rule: string;

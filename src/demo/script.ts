@@ -7,7 +7,7 @@
  * `tsx src/demo/script.ts` prints them as JSON lines (that is how examples/sample-events.jsonl
  * was recorded).
  */
-import { ANCESTRY_DEPTH } from '../falco/fields.js';
+import { ANCESTRY_DEPTH } from '../model/fields.js';
 import { falcoJsonLine, loadRuleTemplates, renderEvent, type FieldValues } from './render.js';
 
 export interface Proc {

@@ -6,11 +6,11 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 import { Backoff } from '../ops/backoff.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { ThrottledLog } from '../ops/throttled-log.js';
-import type { Alert, AlertSink } from './alert.js';
+import type { Alert, AlertSink } from '../model/alert.js';
 
 const MAX_UNDELIVERED = 10_000;
 

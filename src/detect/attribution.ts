@@ -13,7 +13,7 @@
  * containerd's own connections never alert: it pulls for Kubernetes (CRI) and `ctr`, while
  * builds fetch through dockerd, buildkitd, buildah or podman themselves.
  */
-import type { Attribution, Severity } from './alert.js';
+import type { Attribution, Severity } from '../model/alert.js';
 import type { EgressSignal } from './classify.js';
 import {
   STEP_PARENTS,
@@ -23,7 +23,7 @@ import {
   isKanikoExecutor,
   normaliseImageRef,
 } from './classify.js';
-import type { SessionRecord } from '../store/build-sessions.js';
+import type { SessionRecord } from '../model/session.js';
 
 export interface AttributionResult {
   session: SessionRecord;

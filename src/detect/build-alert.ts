@@ -4,13 +4,13 @@
  * answer.
  */
 import { randomUUID } from 'node:crypto';
-import { TECHNIQUE, type Alert, type Attribution, type Severity } from './alert.js';
+import { TECHNIQUE, type Alert, type Attribution, type Severity } from '../model/alert.js';
 import type { EgressSignal } from './classify.js';
 import { formatEndpoint } from './net.js';
 import { evidenceOf } from './sessions.js';
-import { formatTimeNs } from '../falco/event.js';
+import { formatTimeNs } from '../model/event.js';
 import { truncate } from '../ops/logger.js';
-import type { SessionRecord } from '../store/build-sessions.js';
+import type { SessionRecord } from '../model/session.js';
 
 export interface AlertInput {
   environment: string;

@@ -8,9 +8,9 @@
  * the destination with `egressDestination()` and only classifies fully when the IP is not
  * already known.
  */
-import type { FalcoEvent } from '../falco/event.js';
-import { TAG_BUILD, TAG_EGRESS, eventTimeMs } from '../falco/event.js';
-import { ANCESTRY_DEPTH } from '../falco/fields.js';
+import type { FalcoEvent } from '../model/event.js';
+import { TAG_BUILD, TAG_EGRESS, eventTimeMs } from '../model/event.js';
+import { ANCESTRY_DEPTH } from '../model/fields.js';
 import { formatEndpoint, isIgnoredAddress, normaliseIp } from './net.js';
 
 /** What a build signal shows. `commit` (layer commit, `docker commit`) only extends a build. */

@@ -20,14 +20,14 @@
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import { describeError } from '../errors.js';
-import { TAG_BUILD, TAG_EGRESS, type FalcoEvent } from '../falco/event.js';
+import type { Config } from '../config/config.js';
+import { describeError } from '../model/errors.js';
+import { TAG_BUILD, TAG_EGRESS, type FalcoEvent } from '../model/event.js';
 import type { Metrics } from '../ops/metrics.js';
 import { ThrottledLog } from '../ops/throttled-log.js';
 import type { Stores } from '../store/stores.js';
 import type { DecideItem, DecideResult } from '../store/first-seen.js';
-import type { AlertSink } from './alert.js';
+import type { AlertSink } from '../model/alert.js';
 import { AlertRedelivery } from './alert-redelivery.js';
 import { attribute, severityOf, type AttributionOptions, type AttributionResult } from './attribution.js';
 import { buildAlert } from './build-alert.js';

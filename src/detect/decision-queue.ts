@@ -7,7 +7,7 @@
  * correlator, which supplies one `round` of store work and says whether it has work of its own.
  */
 import type { Logger } from 'pino';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 import { Backoff } from '../ops/backoff.js';
 import type { AttributionResult } from './attribution.js';
 import type { EgressSignal } from './classify.js';

@@ -10,12 +10,12 @@
  * merged in with `merge()`.
  */
 import { createHash } from 'node:crypto';
-import type { AlertEvidence } from './alert.js';
+import type { AlertEvidence } from '../model/alert.js';
 import type { BuildSignal } from './classify.js';
 import { cgroupMatches, isKanikoExecutor } from './classify.js';
-import { formatTimeNs } from '../falco/event.js';
+import { formatTimeNs } from '../model/event.js';
 import { truncate } from '../ops/logger.js';
-import type { HostSnapshot, RemoteAccept, SessionRecord, SessionWrite } from '../store/build-sessions.js';
+import type { HostSnapshot, RemoteAccept, SessionRecord, SessionWrite } from '../model/session.js';
 
 const MAX_PIDS = 64;
 const MAX_CGROUPS = 32;

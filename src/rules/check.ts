@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 import { expandMacros, resolveLists, substituteFields } from './condition.js';
 import { NEWER_FIELD_STANDINS } from './known-names.js';
 import { expandRuleFiles, parseRulesFile } from './load.js';

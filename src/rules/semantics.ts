@@ -5,8 +5,8 @@
  * everywhere). Reports undefined macros and lists, overrides of undefined items, duplicate
  * names within a file, and t1612-tagged rules whose output lacks the fields t1612d reads.
  */
-import { REQUIRED_BUILD_FIELDS, REQUIRED_EGRESS_FIELDS } from '../falco/fields.js';
-import { TAG_BUILD, TAG_EGRESS } from '../falco/event.js';
+import { REQUIRED_BUILD_FIELDS, REQUIRED_EGRESS_FIELDS } from '../model/fields.js';
+import { TAG_BUILD, TAG_EGRESS } from '../model/event.js';
 import { applyExceptions, resolveLists, scanCondition } from './condition.js';
 import type { ExceptionSpec } from './condition.js';
 import { EVENT_TYPE_FIELDS, FALCO_DEFAULT_LISTS, FALCO_DEFAULT_MACROS } from './known-names.js';

@@ -4,106 +4,11 @@
  * second daemon watching the same host — can pick up a build in progress. Sessions expire by
  * TTL (build window + clock skew) in the store.
  */
-import type { AlertEvidence, AlertTrigger } from '../detect/alert.js';
-
-/** One build session as stored (JSON-serialisable, bounded by the caps in detect/sessions.ts). */
-export interface SessionRecord {
-  /** Stable id: a digest of host, strongest identity key and start time. */
-  id: string;
-  host: string;
-  /** Event time of the first build signal, ms. */
-  startedAt: number;
-  /** Event time of the latest build activity, ms. */
-  lastActivity: number;
-  /** `ip:port` of the Docker API client when the build came over the network. */
-  remotePeer: string | null;
-  trigger: AlertTrigger;
-  /** Build-trigger evidence: the first signal and the most recent ones. */
-  evidence: AlertEvidence[];
-  /** Builder process ids (build CLIs, step runtimes, builder daemons started for the build). */
-  pids: number[];
-  /** Build-step cgroup markers (`buildkit:<id>`, `buildah:buildah<N>`). */
-  cgroups: string[];
-  /** Container ids that are part of the build (kaniko executor, classic-builder steps). */
-  containers: string[];
-  /** Image references the build produces, as written on the command line. */
-  images: string[];
-}
-
-/** A non-loopback Docker API connection recently accepted on a host. */
-export interface RemoteAccept {
-  peer: string;
-  /** Event time, ms. */
-  timeMs: number;
-  /** The accept event, shown in the alert's evidence of the builds it makes remote. */
-  evidence?: AlertEvidence | undefined;
-}
-
-/** What a store holds for one host. */
-export interface HostSnapshot {
-  sessions: SessionRecord[];
-  remote: RemoteAccept | null;
-}
-
-/** Changes for one host, written in one round trip. */
-export interface SessionWrite {
-  host: string;
-  upsert: SessionRecord[];
-  /** Ids of sessions that closed. */
-  remove: string[];
-  /** A newer remote accept to remember, or undefined for no change. */
-  remote?: RemoteAccept | undefined;
-}
+import type { HostSnapshot, SessionWrite } from '../model/session.js';
 
 export interface BuildSessionStore {
   /** Write changes for several hosts; every key written gets `ttlMs`. */
   write(environment: string, writes: readonly SessionWrite[], ttlMs: number): Promise<void>;
   /** Read what is stored for several hosts. Unknown hosts are absent from the map. */
   load(environment: string, hosts: readonly string[]): Promise<Map<string, HostSnapshot>>;
-}
-
-/** Parse a stored session defensively: anything that is not a well-formed record is dropped. */
-export function parseSessionRecord(text: string): SessionRecord | null {
-  let o: unknown;
-  try {
-    o = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  if (typeof o !== 'object' || o === null) return null;
-  const r = o as Partial<SessionRecord>;
-  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
-  if (
-    typeof r.id !== 'string' ||
-    typeof r.host !== 'string' ||
-    typeof r.startedAt !== 'number' ||
-    typeof r.lastActivity !== 'number' ||
-    typeof r.trigger !== 'object' ||
-    r.trigger === null ||
-    !Array.isArray(r.evidence) ||
-    !Array.isArray(r.pids) ||
-    !r.pids.every((p) => typeof p === 'number') ||
-    !strings(r.cgroups) ||
-    !strings(r.containers) ||
-    !strings(r.images)
-  ) {
-    return null;
-  }
-  return { ...(r as SessionRecord), remotePeer: typeof r.remotePeer === 'string' ? r.remotePeer : null };
-}
-
-export function parseRemoteAccept(text: string | null | undefined): RemoteAccept | null {
-  if (!text) return null;
-  try {
-    const o = JSON.parse(text) as Partial<RemoteAccept>;
-    if (typeof o.peer !== 'string' || typeof o.timeMs !== 'number') return null;
-    const e = o.evidence;
-    const evidence =
-      e && typeof e === 'object' && typeof e.time === 'string' && typeof e.rule === 'string' && typeof e.output === 'string'
-        ? { time: e.time, rule: e.rule, output: e.output }
-        : undefined;
-    return { peer: o.peer, timeMs: o.timeMs, evidence };
-  } catch {
-    return null;
-  }
 }

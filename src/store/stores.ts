@@ -3,8 +3,8 @@
  * stores otherwise. The Redis client is shared by both stores and owned here (`close()`).
  */
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import { describeError } from '../errors.js';
+import type { Config } from '../config/config.js';
+import { describeError } from '../model/errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { BuildSessionStore } from './build-sessions.js';
 import type { FirstSeenStore } from './first-seen.js';

@@ -5,10 +5,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { resolveConfig, type Config } from '../../src/config.js';
-import type { Alert, AlertSink, Attribution, Severity } from '../../src/detect/alert.js';
+import { resolveConfig, type Config } from '../../src/config/config.js';
+import type { Alert, AlertSink, Attribution, Severity } from '../../src/model/alert.js';
 import { Correlator } from '../../src/detect/correlator.js';
-import { eventTimeMs, fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../../src/falco/event.js';
+import { eventTimeMs, fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../../src/model/event.js';
 import { silentLogger } from '../../src/ops/logger.js';
 import { Metrics } from '../../src/ops/metrics.js';
 import type { Stores } from '../../src/store/stores.js';

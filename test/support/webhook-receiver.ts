@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
-import type { Alert } from '../../src/detect/alert.js';
+import type { Alert } from '../../src/model/alert.js';
 
 export interface ReceivedRequest {
   /** 1-based arrival order. */

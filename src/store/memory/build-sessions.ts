@@ -6,10 +6,10 @@
 import {
   parseRemoteAccept,
   parseSessionRecord,
-  type BuildSessionStore,
   type HostSnapshot,
   type SessionWrite,
-} from '../build-sessions.js';
+} from '../../model/session.js';
+import type { BuildSessionStore } from '../build-sessions.js';
 
 interface HostEntry {
   sessions: Map<string, string>;

@@ -9,10 +9,10 @@ import type { RedisClient } from './connection.js';
 import {
   parseRemoteAccept,
   parseSessionRecord,
-  type BuildSessionStore,
   type HostSnapshot,
   type SessionWrite,
-} from '../build-sessions.js';
+} from '../../model/session.js';
+import type { BuildSessionStore } from '../build-sessions.js';
 import { envKeys } from './keys.js';
 
 const REMOTE_FIELD = '~remote';

@@ -6,7 +6,7 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { describeError } from '../../errors.js';
+import { describeError } from '../../model/errors.js';
 
 export type RedisClient = Redis | Cluster;
 

@@ -6,8 +6,8 @@
  * - newline-delimited JSON, one event (or array of events) per line.
  * The server (src/ops/http-server.ts) decides status codes; this module only parses.
  */
-import { describeError, InvalidEventError } from '../errors.js';
-import { fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from './event.js';
+import { describeError, InvalidEventError } from '../model/errors.js';
+import { fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../model/event.js';
 
 /** An item of a body that could not be normalised, with a short sample for the log. */
 export interface InvalidItem {

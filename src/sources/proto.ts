@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import type { GrpcResponse } from './event.js';
+import type { GrpcResponse } from '../model/event.js';
 
 /** Full method paths, fixed by Falco's proto (package `falco.outputs`, service `service`). */
 export const SUB_PATH = '/falco.outputs.service/sub';

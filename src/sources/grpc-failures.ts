@@ -6,7 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 import { probeTls, tlsProblem, type TlsMaterial } from './tls-diagnosis.js';
 
 /** Repeats of the same failure line within this period are logged at debug level. */

@@ -13,9 +13,9 @@
  */
 import { rmSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { InvalidEventError } from '../errors.js';
-import { parseIsoNs, parseJsonPreservingBigInts, type GrpcResponse } from './event.js';
-import { loadFalcoProto } from './proto.js';
+import { InvalidEventError } from '../model/errors.js';
+import { parseIsoNs, parseJsonPreservingBigInts, type GrpcResponse } from '../model/event.js';
+import { loadFalcoProto } from '../sources/proto.js';
 
 /** A plain object shaped like `falco.outputs.response` (enum names or numbers). */
 export type EmulatorResponse = GrpcResponse;

@@ -4,7 +4,7 @@
  * strings, with Falco's "missing" spellings (`<NA>`, JSON `null`, gRPC's JSON-dumped `"null"`)
  * turned into `null`, so a gRPC event and its JSON twin normalise to equal objects.
  */
-import { InvalidEventError } from '../errors.js';
+import { InvalidEventError } from './errors.js';
 
 export const PRIORITIES = [
   'Emergency',

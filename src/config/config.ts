@@ -9,10 +9,10 @@
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, describeError } from './errors.js';
-import { expected, parseValue, type Setting as ValueSetting } from './config-parse.js';
+import { ConfigError, describeError } from '../model/errors.js';
+import { expected, parseValue, type Setting as ValueSetting } from './parse.js';
 
-export { parseCidr, parseDuration } from './config-parse.js';
+export { parseCidr, parseDuration } from './parse.js';
 
 /** A setting of the table below: a field of Config, how to parse it, its default. */
 interface Setting extends ValueSetting {

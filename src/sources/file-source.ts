@@ -9,9 +9,9 @@
 import { open } from 'node:fs/promises';
 import { addAbortSignal, Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { describeError, InvalidEventError } from '../errors.js';
-import type { SourceName } from './event.js';
-import { parseEventJson, type ParsedEvents } from './http-source.js';
+import { describeError, InvalidEventError } from '../model/errors.js';
+import type { SourceName } from '../model/event.js';
+import { parseEventJson, type ParsedEvents } from './http-parse.js';
 import type { Intake } from './intake.js';
 
 export interface ReadEventsOptions {

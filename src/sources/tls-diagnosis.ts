@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import * as tls from 'node:tls';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 
 /** The client's TLS material, as read from the configured files. */
 export interface TlsMaterial {

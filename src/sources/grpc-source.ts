@@ -13,10 +13,10 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { describeError, InvalidEventError } from '../errors.js';
+import { describeError, InvalidEventError } from '../model/errors.js';
 import { Backoff, sleep } from '../ops/backoff.js';
 import type { Metrics } from '../ops/metrics.js';
-import { fromGrpcResponse } from './event.js';
+import { fromGrpcResponse } from '../model/event.js';
 import { describeFailure, FailureLog, setupFailure, type Level } from './grpc-failures.js';
 import { channelSetup, resolveOptions, type GrpcSourceOptions, type ResolvedGrpcSourceOptions } from './grpc-options.js';
 import type { Intake } from './intake.js';

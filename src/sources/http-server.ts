@@ -12,11 +12,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createGunzip, createInflate, type Gunzip, type Inflate } from 'node:zlib';
-import { describeError, InvalidEventError } from '../errors.js';
-import { parseIngestBody, type ParsedEvents } from '../falco/http-source.js';
-import type { Intake } from '../falco/intake.js';
-import { truncate, type Logger } from './logger.js';
-import type { Metrics } from './metrics.js';
+import { describeError, InvalidEventError } from '../model/errors.js';
+import { parseIngestBody, type ParsedEvents } from './http-parse.js';
+import type { Intake } from './intake.js';
+import { truncate, type Logger } from '../ops/logger.js';
+import type { Metrics } from '../ops/metrics.js';
 
 /** What `/readyz` reports: ready only when every check the daemon cares about passes. */
 export interface Readiness {

@@ -6,8 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import type { Config } from '../config.js';
-import { ConfigError, describeError } from '../errors.js';
+import type { Config } from '../config/config.js';
+import { ConfigError, describeError } from '../model/errors.js';
 import type { BackoffOptions } from '../ops/backoff.js';
 import type { TlsMaterial } from './tls-diagnosis.js';
 

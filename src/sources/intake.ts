@@ -10,9 +10,9 @@
  *   Falco while `full` is true and waits on `whenWritable()`.
  */
 import type { Logger } from 'pino';
-import { describeError } from '../errors.js';
+import { describeError } from '../model/errors.js';
 import type { Metrics } from '../ops/metrics.js';
-import { kindOfTags, type FalcoEvent, type SourceName } from './event.js';
+import { kindOfTags, type FalcoEvent, type SourceName } from '../model/event.js';
 
 export type EventConsumer = (ev: FalcoEvent, source: SourceName) => void | Promise<void>;
 
