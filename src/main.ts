@@ -14,6 +14,7 @@ import { runReplay } from './replay.js';
 import { runDemo } from './demo/demo.js';
 import { runRulesCheck } from './rules/check.js';
 import { replayDeadLetters } from './deliver/outbox.js';
+import { alertsOnStdout } from './deliver/sinks.js';
 import { Metrics } from './ops/metrics.js';
 
 const USAGE = `usage: t1612d [run] [--config FILE]
@@ -37,7 +38,11 @@ function loadConfig(file: string | undefined, overrides?: Partial<Config>): Conf
 
 async function cmdRun(configFile: string | undefined): Promise<number> {
   const config = loadConfig(configFile);
-  const logger = createLogger({ level: config.logLevel });
+  // Alerts printed on stdout must not interleave with log lines: the logs move to stderr.
+  const logger = createLogger({
+    level: config.logLevel,
+    destination: alertsOnStdout(config) ? pino.destination({ fd: 2, sync: false }) : undefined,
+  });
   const daemon = new Daemon(config, { logger });
   let stopping = false;
   const stop = (signal: string): void => {

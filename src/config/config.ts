@@ -24,6 +24,7 @@ export interface Config {
   falcoGrpcAddress: string;
   /** `sub` (bidirectional, polled) or `get` (repeated drains). */
   falcoGrpcMethod: 'sub' | 'get';
+  /** CA, client certificate and key for TCP (mutual TLS); all three required with a TCP address. */
   falcoGrpcCaFile: string | undefined;
   falcoGrpcCertFile: string | undefined;
   falcoGrpcKeyFile: string | undefined;
