@@ -21,6 +21,7 @@ import {
   idOf,
   kustomize,
   promqlRefs,
+  validateAs,
   validateObject,
   type ExportedSeries,
   type Kubectl,
@@ -197,6 +198,15 @@ describe(`${VALUES_FILE} (Falco chart ${String(FIXTURE['version'])})`, () => {
     assert.equal(falco['json_include_tags_property'], true);
     assert.equal(falco['rule_matching'], 'all');
     assert.notEqual(map(VALUES['falcosidekick'] ?? {}, 'falcosidekick')['enabled'], true, 'the chart would point http_output at Falcosidekick');
+  });
+
+  it('passes Kubernetes-valid env entries and pod labels to the Falco pods', async () => {
+    const env = map(VALUES['extra'], 'extra')['env'] as unknown[];
+    for (const [i, e] of env.entries()) await validateAs('IoK8sApiCoreV1EnvVar', e, `extra.env[${i}]`);
+    for (const [k, v] of Object.entries(map(VALUES['podLabels'], 'podLabels'))) {
+      assert.match(k, /^([a-z0-9]([-a-z0-9]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/, `label key ${k}`);
+      assert.equal(typeof v, 'string', `label ${k} is a string`);
+    }
   });
 
   it('posts to the node-local t1612d Service with the token from the Secret as the password', () => {

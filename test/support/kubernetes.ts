@@ -62,14 +62,25 @@ async function schemaFor(apiVersion: string, kind: string): Promise<SchemaValida
   return mod.validate as SchemaValidate;
 }
 
-/**
- * Validate one object against its Kubernetes schema. The schemas allow unknown properties
- * (a misspelt `internalTrafficPolicy` would pass), so the object is read through proxies that
- * record which keys the validator looked at: a key it never read in an object whose keys it
- * never listed (maps such as labels are listed) is a field Kubernetes does not have.
- */
+/** Validate one object against the Kubernetes schema of its apiVersion and kind. */
 export async function validateObject(obj: Yaml): Promise<void> {
-  const validate = await schemaFor(String(obj['apiVersion']), String(obj['kind']));
+  validateAgainst(await schemaFor(String(obj['apiVersion']), String(obj['kind'])), obj, idOf(obj));
+}
+
+/** Validate a value against one named kubernetes-models schema, e.g. `IoK8sApiCoreV1EnvVar`. */
+export async function validateAs(schema: string, value: unknown, what: string): Promise<void> {
+  const mod = (await import(`kubernetes-models/_schemas/${schema}`)) as { validate?: SchemaValidate };
+  assert.equal(typeof mod.validate, 'function', `kubernetes-models has the schema ${schema}`);
+  validateAgainst(mod.validate as SchemaValidate, value, what);
+}
+
+/**
+ * The schemas allow unknown properties (a misspelt `internalTrafficPolicy` would pass), so the
+ * value is read through proxies that record which keys the validator looked at: a key it never
+ * read in an object whose keys it never listed (maps such as labels are listed) is a field
+ * Kubernetes does not have.
+ */
+function validateAgainst(validate: SchemaValidate, obj: unknown, what: string): void {
   const tracked: { target: Yaml; read: Set<string>; listed: boolean; path: string }[] = [];
   const wrap = (value: unknown, path: string): unknown => {
     if (typeof value !== 'object' || value === null) return value;
@@ -95,13 +106,13 @@ export async function validateObject(obj: Yaml): Promise<void> {
   };
   const ok = validate(wrap(obj, ''));
   const errors = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.keyword} ${JSON.stringify(e.params)}`);
-  assert.ok(ok, `${idOf(obj)} matches the Kubernetes schema: ${errors.join('; ')}`);
+  assert.ok(ok, `${what} matches the Kubernetes schema: ${errors.join('; ')}`);
   const unknown: string[] = [];
   for (const rec of tracked) {
     if (Array.isArray(rec.target) || rec.listed) continue;
     for (const key of Object.keys(rec.target)) if (!rec.read.has(key)) unknown.push(`${rec.path}/${key}`);
   }
-  assert.deepEqual(unknown, [], `${idOf(obj)} has no fields unknown to Kubernetes`);
+  assert.deepEqual(unknown, [], `${what} has no fields unknown to Kubernetes`);
 }
 
 /** PromQL words that are not metric names: functions, aggregations, operators, modifiers. */
