@@ -598,6 +598,32 @@ describe('deploy/kubernetes rendered with kubectl kustomize', function () {
     }
   });
 
+  it('renders the Redis Cluster overlay of "Scaling": no bundled Redis, cluster nodes instead of the URL', async function () {
+    // `patches:` with inline patches came with kustomize 3; Debian's kubectl 1.20 has v2.
+    if (kubectl && kubectl.kustomizeMajor < 3) this.skip();
+    const scaling = DOCS.slice(DOCS.indexOf('\n## Scaling\n'));
+    const block = /\n( *)```yaml\n([\s\S]*?)\n\1```/.exec(scaling);
+    assert.ok(block?.[2], 'the Scaling section shows an overlay');
+    const indent = block[1]?.length ?? 0;
+    const overlay = block[2].split('\n').map((l) => l.slice(indent)).join('\n') + '\n';
+    const tmp = mkdtempSync(join(tmpdir(), 't1612d-k8s-'));
+    try {
+      mkdirSync(join(tmp, 'overlays', 'redis-cluster'), { recursive: true });
+      symlinkSync(join(ROOT, 'deploy'), join(tmp, 'deploy'));
+      writeFileSync(join(tmp, 'overlays', 'redis-cluster', 'kustomization.yaml'), overlay);
+      const objects = kustomize(join(tmp, 'overlays', 'redis-cluster'));
+      assert.deepEqual(objects.map(idOf).filter((id) => id.includes('redis')), [], 'the bundled Redis is gone');
+      for (const o of objects) await validateObject(o);
+      const c = containers(objects.find((o) => idOf(o) === 'DaemonSet/t1612d') as Yaml)[0] as Yaml;
+      const cfg = resolveConfig({ env: containerEnv(c, objects, secrets()) });
+      assert.equal(cfg.redisUrl, undefined);
+      assert.equal(cfg.redisClusterNodes.length, 3);
+      assert.equal(cfg.falcoGrpcAddress, '');
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   describe('monitoring', () => {
     let monitoring: Yaml[] = [];
     before(function () {
