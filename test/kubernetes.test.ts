@@ -8,19 +8,27 @@
  * chart version has.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { resolveConfig } from '../src/config/config.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { ROOT, map, readYaml, type Yaml } from './support/compose.js';
 import {
+  bytes,
+  containerEnv,
+  containers,
   exportedSeries,
   findKubectl,
+  flagValues,
   idOf,
   kustomize,
+  labelsMatch,
+  podSpec,
   promqlRefs,
+  renderOverlay,
+  secretRefs,
+  shellCommands,
   validateAs,
   validateObject,
   type ExportedSeries,
@@ -45,60 +53,13 @@ function docBlock(title: string, lang: string): string {
   return m[1];
 }
 
-/** Shell words of one command line: quotes removed, `$(…)` kept as written. */
-function words(line: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  let quote: string | null = null;
-  let started = false;
-  for (const ch of line) {
-    if (quote) {
-      if (ch === quote) quote = null;
-      else cur += ch;
-    } else if (ch === "'" || ch === '"') {
-      quote = ch;
-      started = true;
-    } else if (/\s/.test(ch)) {
-      if (started || cur) out.push(cur);
-      cur = '';
-      started = false;
-    } else {
-      cur += ch;
-    }
-  }
-  if (started || cur) out.push(cur);
-  return out;
-}
-
-/** Commands of a sh block: comments dropped, `\` continuations joined. */
-function commands(block: string): string[][] {
-  return block
-    .replace(/\\\n\s*/g, ' ')
-    .split('\n')
-    .map((l) => l.replace(/\s+#\s.*$/, '').trim())
-    .filter((l) => l && !l.startsWith('#'))
-    .map(words);
-}
-
-/** Value of `--flag VALUE`, `-f VALUE` or `--flag=VALUE`; every occurrence. */
-function flag(cmd: string[], ...names: string[]): string[] {
-  const out: string[] = [];
-  cmd.forEach((w, i) => {
-    for (const n of names) {
-      if (w === n && cmd[i + 1] !== undefined) out.push(cmd[i + 1] as string);
-      else if (w.startsWith(`${n}=`)) out.push(w.slice(n.length + 1));
-    }
-  });
-  return out;
-}
-
-const INSTALL = commands(docBlock('Install', 'sh'));
+const INSTALL = shellCommands(docBlock('Install', 'sh'));
 const [SECRET_CMD = [], APPLY_CMD = [], HELM_CMD = []] = INSTALL;
-const BASE_DIR = flag(APPLY_CMD, '-k')[0] ?? '';
-const MONITORING_DIR = flag(commands(docBlock('Monitoring', 'sh'))[0] ?? [], '-k')[0] ?? '';
-const NAMESPACE = flag(SECRET_CMD, '-n')[0] ?? '';
+const BASE_DIR = flagValues(APPLY_CMD, '-k')[0] ?? '';
+const MONITORING_DIR = flagValues(shellCommands(docBlock('Monitoring', 'sh'))[0] ?? [], '-k')[0] ?? '';
+const NAMESPACE = flagValues(SECRET_CMD, '-n')[0] ?? '';
 const SECRET_NAME = SECRET_CMD[SECRET_CMD.indexOf('generic') + 1] ?? '';
-const SECRET_KEYS = flag(SECRET_CMD, '--from-literal').map((kv) => kv.slice(0, kv.indexOf('=')));
+const SECRET_KEYS = flagValues(SECRET_CMD, '--from-literal').map((kv) => kv.slice(0, kv.indexOf('=')));
 
 describe('docs/kubernetes.md install commands', () => {
   it('installs in three commands: the Secret, the kustomize base, the Falco release', () => {
@@ -112,18 +73,18 @@ describe('docs/kubernetes.md install commands', () => {
   });
 
   it('generates every secret value fresh (none is written in the docs)', () => {
-    for (const kv of flag(SECRET_CMD, '--from-literal')) {
+    for (const kv of flagValues(SECRET_CMD, '--from-literal')) {
       assert.match(kv, /^[a-z-]+=\$\(openssl rand -hex \d+\)$/, kv);
     }
   });
 
   it('upgrades the falcosecurity/falco chart at the pinned version with the values file and the shipped rules', () => {
     assert.equal(HELM_CMD[3], `falcosecurity/${String(FIXTURE['chart'])}`);
-    assert.deepEqual(flag(HELM_CMD, '-n', '--namespace'), [NAMESPACE]);
-    assert.deepEqual(flag(HELM_CMD, '--version'), [String(FIXTURE['version'])]);
+    assert.deepEqual(flagValues(HELM_CMD, '-n', '--namespace'), [NAMESPACE]);
+    assert.deepEqual(flagValues(HELM_CMD, '--version'), [String(FIXTURE['version'])]);
     assert.ok(HELM_CMD.includes('--reuse-values'), 'keeps the existing release values');
-    assert.deepEqual(flag(HELM_CMD, '-f', '--values'), [VALUES_FILE]);
-    const files = flag(HELM_CMD, '--set-file');
+    assert.deepEqual(flagValues(HELM_CMD, '-f', '--values'), [VALUES_FILE]);
+    const files = flagValues(HELM_CMD, '--set-file');
     assert.equal(files.length, 1);
     const [key = '', file = ''] = (files[0] ?? '').split('=');
     // `\.` keeps the dot in the file name instead of nesting; Falco >= 0.41 loads only
@@ -323,72 +284,6 @@ describe('dashboard and alert rules use only metrics t1612d exports', () => {
 
 // ---------------------------------------------------------------- rendered manifests
 
-/** Pod template spec of a workload. */
-function podSpec(obj: Yaml): Yaml {
-  return map(map(map(obj['spec'], 'spec')['template'], 'template')['spec'], `${idOf(obj)} pod spec`);
-}
-
-function containers(obj: Yaml): Yaml[] {
-  return podSpec(obj)['containers'] as Yaml[];
-}
-
-/**
- * The environment the kubelet would give a container: envFrom ConfigMaps, then env in
- * order with `$(VAR)` expanded from earlier entries; Secret values are stand-ins, optional
- * Secret keys absent, fieldRefs resolved to a node name.
- */
-function containerEnv(c: Yaml, objects: Yaml[], secrets: Record<string, string>): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const from of (c['envFrom'] as Yaml[] | undefined) ?? []) {
-    const name = String(map(from['configMapRef'], 'configMapRef')['name']);
-    const cm = objects.find((o) => o['kind'] === 'ConfigMap' && map(o['metadata'], 'metadata')['name'] === name);
-    assert.ok(cm, `ConfigMap ${name} is rendered`);
-    for (const [k, v] of Object.entries(map(cm['data'], 'data'))) env[k] = String(v);
-  }
-  for (const e of (c['env'] as Yaml[] | undefined) ?? []) {
-    const name = String(e['name']);
-    if (e['value'] !== undefined) {
-      env[name] = String(e['value']).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, v: string) => env[v] ?? whole);
-      continue;
-    }
-    const from = map(e['valueFrom'], `${name} valueFrom`);
-    if (from['fieldRef']) env[name] = 'node-a';
-    else {
-      const ref = map(from['secretKeyRef'], `${name} secretKeyRef`);
-      const value = secrets[String(ref['key'])];
-      if (value !== undefined) env[name] = value;
-      else assert.equal(ref['optional'], true, `${name}: key ${String(ref['key'])} is created or optional`);
-    }
-  }
-  return env;
-}
-
-/** Every secretKeyRef in the pod templates: [secret, key, optional]. */
-function secretRefs(objects: Yaml[]): [string, string, boolean][] {
-  const out: [string, string, boolean][] = [];
-  for (const o of objects.filter((x) => x['kind'] === 'DaemonSet' || x['kind'] === 'StatefulSet')) {
-    for (const c of containers(o)) {
-      for (const e of (c['env'] as Yaml[] | undefined) ?? []) {
-        const ref = (e['valueFrom'] as Yaml | undefined)?.['secretKeyRef'] as Yaml | undefined;
-        if (ref) out.push([String(ref['name']), String(ref['key']), ref['optional'] === true]);
-      }
-    }
-  }
-  return out;
-}
-
-function labelsMatch(selector: Yaml, labels: Yaml): boolean {
-  return Object.entries(selector).every(([k, v]) => labels[k] === v);
-}
-
-/** Bytes of a Kubernetes memory quantity (Mi/Gi/M/G). */
-function bytes(q: string): number {
-  const m = /^(\d+)(Ki|Mi|Gi|k|M|G)?$/.exec(q);
-  assert.ok(m, `memory quantity ${q}`);
-  const unit = { Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, k: 1e3, M: 1e6, G: 1e9 }[m[2] ?? ''] ?? 1;
-  return Number(m[1]) * unit;
-}
-
 describe('deploy/kubernetes rendered with kubectl kustomize', function () {
   let kubectl: Kubectl | null = null;
   let base: Yaml[] = [];
@@ -577,25 +472,17 @@ describe('deploy/kubernetes rendered with kubectl kustomize', function () {
     assert.deepEqual(first, ['../../deploy/kubernetes']);
     // The kustomize v2 in Debian's kubectl 1.20 reads a directory only under `bases:`.
     if (kubectl && kubectl.kustomizeMajor < 3) overlay = overlay.replace(/^resources:/m, 'bases:');
-    const tmp = mkdtempSync(join(tmpdir(), 't1612d-k8s-'));
-    try {
-      mkdirSync(join(tmp, 'overlays', 'production'), { recursive: true });
-      symlinkSync(join(ROOT, 'deploy'), join(tmp, 'deploy'));
-      writeFileSync(join(tmp, 'overlays', 'production', 'kustomization.yaml'), overlay);
-      const objects = kustomize(join(tmp, 'overlays', 'production'));
-      assert.deepEqual(objects.map(idOf).filter((id) => !id.startsWith('ConfigMap/')).sort(), base.map(idOf).filter((id) => !id.startsWith('ConfigMap/')).sort());
-      const ds = objects.find((o) => idOf(o) === 'DaemonSet/t1612d') as Yaml;
-      const c = containers(ds)[0] as Yaml;
-      assert.equal(c['image'], 'registry.example.com/security/t1612d:0.1.0');
-      const cfg = resolveConfig({ env: containerEnv(c, objects, secrets()) });
-      assert.equal(cfg.learningPeriodMs, 7 * 86_400_000);
-      assert.equal(cfg.webhookUrl, 'https://siem.example.com/t1612');
-      assert.equal(cfg.environment, 'production');
-      assert.equal(cfg.buildWindowMs, 15 * 60_000, 'settings the overlay leaves alone keep the base value');
-      assert.equal(cfg.falcoGrpcAddress, '');
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    const objects = renderOverlay('production', overlay);
+    assert.deepEqual(objects.map(idOf).filter((id) => !id.startsWith('ConfigMap/')).sort(), base.map(idOf).filter((id) => !id.startsWith('ConfigMap/')).sort());
+    const ds = objects.find((o) => idOf(o) === 'DaemonSet/t1612d') as Yaml;
+    const c = containers(ds)[0] as Yaml;
+    assert.equal(c['image'], 'registry.example.com/security/t1612d:0.1.0');
+    const cfg = resolveConfig({ env: containerEnv(c, objects, secrets()) });
+    assert.equal(cfg.learningPeriodMs, 7 * 86_400_000);
+    assert.equal(cfg.webhookUrl, 'https://siem.example.com/t1612');
+    assert.equal(cfg.environment, 'production');
+    assert.equal(cfg.buildWindowMs, 15 * 60_000, 'settings the overlay leaves alone keep the base value');
+    assert.equal(cfg.falcoGrpcAddress, '');
   });
 
   it('renders the Redis Cluster overlay of "Scaling": no bundled Redis, cluster nodes instead of the URL', async function () {
@@ -606,22 +493,14 @@ describe('deploy/kubernetes rendered with kubectl kustomize', function () {
     assert.ok(block?.[2], 'the Scaling section shows an overlay');
     const indent = block[1]?.length ?? 0;
     const overlay = block[2].split('\n').map((l) => l.slice(indent)).join('\n') + '\n';
-    const tmp = mkdtempSync(join(tmpdir(), 't1612d-k8s-'));
-    try {
-      mkdirSync(join(tmp, 'overlays', 'redis-cluster'), { recursive: true });
-      symlinkSync(join(ROOT, 'deploy'), join(tmp, 'deploy'));
-      writeFileSync(join(tmp, 'overlays', 'redis-cluster', 'kustomization.yaml'), overlay);
-      const objects = kustomize(join(tmp, 'overlays', 'redis-cluster'));
-      assert.deepEqual(objects.map(idOf).filter((id) => id.includes('redis')), [], 'the bundled Redis is gone');
-      for (const o of objects) await validateObject(o);
-      const c = containers(objects.find((o) => idOf(o) === 'DaemonSet/t1612d') as Yaml)[0] as Yaml;
-      const cfg = resolveConfig({ env: containerEnv(c, objects, secrets()) });
-      assert.equal(cfg.redisUrl, undefined);
-      assert.equal(cfg.redisClusterNodes.length, 3);
-      assert.equal(cfg.falcoGrpcAddress, '');
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    const objects = renderOverlay('redis-cluster', overlay);
+    assert.deepEqual(objects.map(idOf).filter((id) => id.includes('redis')), [], 'the bundled Redis is gone');
+    for (const o of objects) await validateObject(o);
+    const c = containers(objects.find((o) => idOf(o) === 'DaemonSet/t1612d') as Yaml)[0] as Yaml;
+    const cfg = resolveConfig({ env: containerEnv(c, objects, secrets()) });
+    assert.equal(cfg.redisUrl, undefined);
+    assert.equal(cfg.redisClusterNodes.length, 3);
+    assert.equal(cfg.falcoGrpcAddress, '');
   });
 
   describe('monitoring', () => {

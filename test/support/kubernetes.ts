@@ -1,14 +1,18 @@
 /**
  * Checking the Kubernetes deployment without a cluster: rendering a kustomization with the
  * installed kubectl, validating objects against the Kubernetes OpenAPI schemas that the
- * `kubernetes-models` package ships (plus a check for fields the schemas do not know), and
- * reading the metric names out of PromQL expressions.
+ * `kubernetes-models` package ships (plus a check for fields the schemas do not know), reading
+ * the metric names out of PromQL expressions, the shell commands the docs show, and the
+ * environment a pod template gives its container.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import { parseAllDocuments } from 'yaml';
-import type { Yaml } from './compose.js';
+import { ROOT, map, type Yaml } from './compose.js';
 
 export type { Yaml };
 
@@ -192,4 +196,137 @@ export async function exportedSeries(registry: Registry): Promise<Map<string, Ex
     }
   }
   return out;
+}
+
+// ---------------------------------------------------------------- docs commands
+
+/** Shell words of one command line: quotes removed, `$(…)` kept as written. */
+export function shellWords(line: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quote: string | null = null;
+  let started = false;
+  for (const ch of line) {
+    if (quote) {
+      if (ch === quote) quote = null;
+      else cur += ch;
+    } else if (ch === "'" || ch === '"') {
+      quote = ch;
+      started = true;
+    } else if (/\s/.test(ch)) {
+      if (started || cur) out.push(cur);
+      cur = '';
+      started = false;
+    } else {
+      cur += ch;
+    }
+  }
+  if (started || cur) out.push(cur);
+  return out;
+}
+
+/** Commands of a sh block: comments dropped, `\` continuations joined. */
+export function shellCommands(block: string): string[][] {
+  return block
+    .replace(/\\\n\s*/g, ' ')
+    .split('\n')
+    .map((l) => l.replace(/\s+#\s.*$/, '').trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .map(shellWords);
+}
+
+/** Value of `--flag VALUE`, `-f VALUE` or `--flag=VALUE`; every occurrence. */
+export function flagValues(cmd: string[], ...names: string[]): string[] {
+  const out: string[] = [];
+  cmd.forEach((w, i) => {
+    for (const n of names) {
+      if (w === n && cmd[i + 1] !== undefined) out.push(cmd[i + 1] as string);
+      else if (w.startsWith(`${n}=`)) out.push(w.slice(n.length + 1));
+    }
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- pod templates
+
+/** Pod template spec of a workload. */
+export function podSpec(obj: Yaml): Yaml {
+  return map(map(map(obj['spec'], 'spec')['template'], 'template')['spec'], `${idOf(obj)} pod spec`);
+}
+
+export function containers(obj: Yaml): Yaml[] {
+  return podSpec(obj)['containers'] as Yaml[];
+}
+
+/**
+ * The environment the kubelet would give a container: envFrom ConfigMaps, then env in
+ * order with `$(VAR)` expanded from earlier entries; Secret values are stand-ins, optional
+ * Secret keys absent, fieldRefs resolved to a node name.
+ */
+export function containerEnv(c: Yaml, objects: Yaml[], secrets: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const from of (c['envFrom'] as Yaml[] | undefined) ?? []) {
+    const name = String(map(from['configMapRef'], 'configMapRef')['name']);
+    const cm = objects.find((o) => o['kind'] === 'ConfigMap' && map(o['metadata'], 'metadata')['name'] === name);
+    assert.ok(cm, `ConfigMap ${name} is rendered`);
+    for (const [k, v] of Object.entries(map(cm['data'], 'data'))) env[k] = String(v);
+  }
+  for (const e of (c['env'] as Yaml[] | undefined) ?? []) {
+    const name = String(e['name']);
+    if (e['value'] !== undefined) {
+      env[name] = String(e['value']).replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, v: string) => env[v] ?? whole);
+      continue;
+    }
+    const from = map(e['valueFrom'], `${name} valueFrom`);
+    if (from['fieldRef']) env[name] = 'node-a';
+    else {
+      const ref = map(from['secretKeyRef'], `${name} secretKeyRef`);
+      const value = secrets[String(ref['key'])];
+      if (value !== undefined) env[name] = value;
+      else assert.equal(ref['optional'], true, `${name}: key ${String(ref['key'])} is created or optional`);
+    }
+  }
+  return env;
+}
+
+/** Every secretKeyRef in the pod templates: [secret, key, optional]. */
+export function secretRefs(objects: Yaml[]): [string, string, boolean][] {
+  const out: [string, string, boolean][] = [];
+  for (const o of objects.filter((x) => x['kind'] === 'DaemonSet' || x['kind'] === 'StatefulSet')) {
+    for (const c of containers(o)) {
+      for (const e of (c['env'] as Yaml[] | undefined) ?? []) {
+        const ref = (e['valueFrom'] as Yaml | undefined)?.['secretKeyRef'] as Yaml | undefined;
+        if (ref) out.push([String(ref['name']), String(ref['key']), ref['optional'] === true]);
+      }
+    }
+  }
+  return out;
+}
+
+export function labelsMatch(selector: Yaml, labels: Yaml): boolean {
+  return Object.entries(selector).every(([k, v]) => labels[k] === v);
+}
+
+/** Bytes of a Kubernetes memory quantity (Mi/Gi/M/G). */
+export function bytes(q: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi|k|M|G)?$/.exec(q);
+  assert.ok(m, `memory quantity ${q}`);
+  const unit = { Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, k: 1e3, M: 1e6, G: 1e9 }[m[2] ?? ''] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+/**
+ * Render an overlay shown in the docs as it would sit in a checkout:
+ * `<tmp>/overlays/<name>/kustomization.yaml` beside a link to the repository's deploy/.
+ */
+export function renderOverlay(name: string, kustomization: string): Yaml[] {
+  const tmp = mkdtempSync(join(tmpdir(), 't1612d-k8s-'));
+  try {
+    mkdirSync(join(tmp, 'overlays', name), { recursive: true });
+    symlinkSync(join(ROOT, 'deploy'), join(tmp, 'deploy'));
+    writeFileSync(join(tmp, 'overlays', name, 'kustomization.yaml'), kustomization);
+    return kustomize(join(tmp, 'overlays', name));
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
