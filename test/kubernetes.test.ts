@@ -95,6 +95,19 @@ describe('docs/kubernetes.md install commands', () => {
     assert.ok(existsSync(join(ROOT, file)));
   });
 
+  it('every helm line of the page targets the same release, namespace and pinned chart version', () => {
+    const lines = [...DOCS.matchAll(/helm upgrade [^`\n]+/g)].map((m) => shellCommands(m[0])[0] ?? []);
+    assert.ok(lines.length >= 3, `${lines.length} helm lines`);
+    for (const cmd of lines) assert.deepEqual(cmd.slice(0, 9), HELM_CMD.slice(0, 9), cmd.join(' '));
+    // The values file's header shows the install line too.
+    const header = readFileSync(join(ROOT, VALUES_FILE), 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('#   '))
+      .map((l) => l.slice(4))
+      .join('\n');
+    assert.deepEqual(shellCommands(header), [HELM_CMD]);
+  });
+
   it('repeats the same helm line, plus a tuning file that loads after the rules, in "Tune"', () => {
     const helm = HELM_CMD.map((w) => (w.includes(' ') || w.includes('\\') ? `'${w}'` : w)).join(' ');
     const tune = DOCS.slice(DOCS.indexOf('\n## Tune\n'));
