@@ -22,7 +22,7 @@ import { join, posix } from 'node:path';
 import type { Alert } from '../src/model/alert.js';
 import { FalcoEmulator, responseFromJson } from '../src/demo/emulator.js';
 import { ATTACK_HOST, ATTACKER_IP, REGISTRY_CIDR, demoScript, renderScript } from '../src/demo/script.js';
-import { map, mounts, readYaml, type Yaml } from './support/compose.js';
+import { map, mounts, readYaml, splitImage, type Yaml } from './support/compose.js';
 import {
   ServiceContainer,
   buildImage,
@@ -103,8 +103,12 @@ describe('container image on a real Docker engine', function () {
     await ensureBaseImage(base);
     const images = VARIANTS.map((v) => String(t1612dService(v.file)['image']));
     assert.ok(images.every((i) => i === images[0]), `both compose files run the same image: ${images.join(', ')}`);
-    image = images[0] as string;
-    await buildImage(image, base);
+    // Not compose's own tag (a user's t1612d:local stays as it is): a fixed one that keeps the
+    // build cache referenced between runs, and one for this run, so parallel runs on one
+    // engine never run each other's build.
+    const name = splitImage(images[0] as string).name;
+    image = `${name}:container-test-${randomBytes(4).toString('hex')}`;
+    await buildImage([`${name}:container-test`, image], base);
     imageUser = (await docker(['image', 'inspect', '--format', '{{.Config.User}}', image])).stdout.trim();
     redis = await TestRedis.start();
   });
@@ -112,6 +116,7 @@ describe('container image on a real Docker engine', function () {
   after(async function () {
     this.timeout(120_000);
     await redis?.close();
+    if (image !== '') await docker(['rmi', image], 60_000);
     await stopDockerd?.();
   });
 
@@ -141,6 +146,7 @@ describe('container image on a real Docker engine', function () {
         }
         const plan = runPlan(service, variant.file, {
           name: `t1612d-test-${variant.grpc ? 'grpc' : 'http'}-${randomBytes(3).toString('hex')}`,
+          image,
           httpPort: port,
           volumes,
           // What a user's .env holds; the compose file decides which of these reach t1612d.
@@ -255,7 +261,9 @@ describe('container image on a real Docker engine', function () {
             assert.equal(res.status, 200, await res.text());
           }
         }
-        await receiver.waitFor(() => receiver.requests.length >= 1, 45_000, 'the alert from the container');
+        await receiver.waitFor(() => receiver.requests.length >= 1, 45_000, 'the alert from the container').catch(async (err: unknown) => {
+          throw new Error(`${(err as Error).message}\n--- container logs ---\n${await container.logs()}`, { cause: err });
+        });
         const req = receiver.requests[0];
         assert.ok(req);
         assert.equal(req.headers['x-t1612d-signature'], `sha256=${createHmac('sha256', SECRET).update(req.body).digest('hex')}`, 'HMAC-SHA256 of the exact body with the configured secret');

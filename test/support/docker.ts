@@ -142,11 +142,11 @@ export async function ensureBaseImage(tag: string): Promise<void> {
  * apt-get install tini) reach the registries through the host's network; the base image
  * carries NODE_EXTRA_CA_CERTS for npm.
  */
-export async function buildImage(tag: string, nodeImage: string): Promise<void> {
+export async function buildImage(tags: string[], nodeImage: string): Promise<void> {
   await runLogged(
     'docker',
-    ['build', '--network', 'host', '--build-arg', `NODE_IMAGE=${nodeImage}`, '-t', tag, '.'],
-    `docker build -t ${tag}`,
+    ['build', '--network', 'host', '--build-arg', `NODE_IMAGE=${nodeImage}`, ...tags.flatMap((t) => ['-t', t]), '.'],
+    `docker build -t ${tags.join(' -t ')}`,
     20 * 60_000,
   );
 }
@@ -177,6 +177,8 @@ const DEFAULT_GRACE_S = 10;
 export interface RunOptions {
   /** Container name. */
   name: string;
+  /** The image to run instead of the service's `image` (a tag of the same build). */
+  image?: string;
   /** Stands for the shell environment plus `.env` when the compose file is interpolated. */
   env: Record<string, string>;
   /** Host directory for each named volume the service mounts. */
@@ -231,7 +233,7 @@ const HANDLED = new Set([
 export function runPlan(service: Yaml, composeFile: string, o: RunOptions): RunPlan {
   const unknown = Object.keys(service).filter((k) => !HANDLED.has(k));
   assert.deepEqual(unknown, [], `${composeFile}: the container test does not translate these service keys yet`);
-  const image = String(service['image']);
+  const image = o.image ?? String(service['image']);
   const args = ['--name', o.name, '--network', 'host'];
   if (service['restart'] !== undefined) args.push('--restart', String(service['restart']));
   const user = service['user'] === undefined ? undefined : String(service['user']);
