@@ -16,8 +16,6 @@
  */
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import type { Alert } from '../src/model/alert.js';
 import { FalcoEmulator, responseFromJson } from '../src/demo/emulator.js';
@@ -35,6 +33,7 @@ import {
   procIdentity,
   runPlan,
   docker,
+  dockerOk,
 } from './support/docker.js';
 import { TestRedis, freePort } from './support/redis.js';
 import { waitFor } from './support/wait.js';
@@ -123,26 +122,30 @@ describe('container image on a real Docker engine', function () {
   for (const variant of VARIANTS) {
     describe(`${variant.file}: t1612d as compose runs it`, () => {
       const service = t1612dService(variant.file);
-      let dir = '';
       let receiver: WebhookReceiver;
       let falco: FalcoEmulator | undefined;
       let container: ServiceContainer;
       let port = 0;
       let token: string | undefined;
       let prefix = '';
+      const createdVolumes: string[] = [];
 
       before(async function () {
         this.timeout(HEALTHY_WITHIN_MS + 60_000);
-        dir = mkdtempSync(join(tmpdir(), 't1612d-container-'));
         receiver = await WebhookReceiver.start();
         port = await freePort();
         prefix = TestRedis.prefix();
-        // Each named volume is a host directory, kept across kill/start of the container.
+        // Each named volume is a Docker volume of its own, as compose would create it (a fresh
+        // volume takes the ownership of the image's directory it is mounted on); it outlives
+        // kill and start of the container, and the host reaches it at its mount point.
         const volumes: Record<string, string> = {};
+        const volumePaths: Record<string, string> = {};
         for (const m of mounts(service).filter((m) => m.named)) {
-          volumes[m.source] = join(dir, m.source);
-          mkdirSync(volumes[m.source] as string, { recursive: true });
-          chmodSync(volumes[m.source] as string, 0o755);
+          const volume = `t1612d-test-${m.source}-${randomBytes(3).toString('hex')}`;
+          await dockerOk(['volume', 'create', volume], 30_000);
+          createdVolumes.push(volume);
+          volumes[m.source] = volume;
+          volumePaths[m.source] = (await dockerOk(['volume', 'inspect', '--format', '{{.Mountpoint}}', volume], 30_000)).trim();
         }
         const plan = runPlan(service, variant.file, {
           name: `t1612d-test-${variant.grpc ? 'grpc' : 'http'}-${randomBytes(3).toString('hex')}`,
@@ -172,7 +175,7 @@ describe('container image on a real Docker engine', function () {
           const sock = grpcAddress.slice('unix://'.length);
           const shared = mounts(service).find((m) => m.named && m.target === posix.dirname(sock));
           assert.ok(shared, `${variant.file}: ${sock} lies in a volume shared with Falco`);
-          falco = await FalcoEmulator.start({ address: `unix://${join(volumes[shared.source] as string, posix.basename(sock))}` });
+          falco = await FalcoEmulator.start({ address: `unix://${join(volumePaths[shared.source] as string, posix.basename(sock))}` });
         } else {
           assert.equal(grpcAddress, '', `${variant.file}: gRPC off, events arrive on POST /falco`);
         }
@@ -184,8 +187,8 @@ describe('container image on a real Docker engine', function () {
         this.timeout(120_000);
         await container?.remove();
         await falco?.close();
+        for (const v of createdVolumes.splice(0)) await dockerOk(['volume', 'rm', v], 60_000);
         await receiver?.close();
-        if (dir) rmSync(dir, { recursive: true, force: true });
       });
 
       it('turns healthy in docker inspect (compose healthcheck)', async function () {
@@ -289,8 +292,8 @@ describe('container image on a real Docker engine', function () {
 
       // A case for the write-ahead log goes here, before the stop: accept an event, `await
       // container.kill()`, `await container.start()`, `await container.waitHealthy(...)`, and
-      // check it is decided. The data volume is a host directory in `volumes` (see before()),
-      // so it survives the kill like compose's named volume.
+      // check it is decided. The data directory's named volume is a Docker volume created in
+      // before(), so it survives the kill as compose's would.
 
       it('stops on docker stop with exit 0 within the grace period', async function () {
         this.timeout((container.plan.graceSeconds + 60) * 1000);

@@ -181,7 +181,7 @@ export interface RunOptions {
   image?: string;
   /** Stands for the shell environment plus `.env` when the compose file is interpolated. */
   env: Record<string, string>;
-  /** Host directory for each named volume the service mounts. */
+  /** The Docker volume (or a host directory) standing for each named volume the service mounts. */
   volumes: Record<string, string>;
   /**
    * The service's HTTP port on the host. The container runs with host networking (to reach
@@ -258,9 +258,9 @@ export function runPlan(service: Yaml, composeFile: string, o: RunOptions): RunP
   for (const m of mounts(service)) {
     let source: string;
     if (m.named) {
-      const dir = o.volumes[m.source];
-      assert.ok(dir, `${composeFile}: named volume ${m.source} needs a host directory in the test`);
-      source = dir;
+      const volume = o.volumes[m.source];
+      assert.ok(volume, `${composeFile}: named volume ${m.source} needs a volume in the test`);
+      source = volume;
     } else {
       source = isAbsolute(m.source) ? m.source : resolve(ROOT, m.source);
     }
@@ -344,8 +344,8 @@ export function childPids(pid: number): number[] {
 }
 
 /**
- * A compose service run as a container. Named volumes are host directories that outlive the
- * container, so a case can `kill()` it, `start()` it again and find its data where it left it.
+ * A compose service run as a container. Its volumes outlive it, so a case can `kill()` it,
+ * `start()` it again and find its data where it left it.
  */
 export class ServiceContainer {
   private created = false;

@@ -14,6 +14,8 @@
 #   test/support/node-base-image.sh node:20.20.2-bookworm-slim
 #   DEBIAN_MIRROR=http://mirror.example/debian test/support/node-base-image.sh TAG
 set -euo pipefail
+# debootstrap and chroot live in sbin, which a non-login root shell may not have on PATH.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 tag=${1:?usage: node-base-image.sh TAG}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
