@@ -68,7 +68,8 @@ describe('rules check', function () {
       // The overrides took effect the way Falco applies them.
       const items = [...(await parseRulesFile(shipped)).items, ...(await parseRulesFile(tuning)).items];
       const c = collect(items, []);
-      assert.equal(c.rules.get('T1612 Image Layer Commit')?.enabled, false);
+      assert.equal(c.rules.get('T1612 Builder Daemon Outbound Connection')?.enabled, false);
+      assert.ok(c.lists.get('t1612_dns_resolver_networks')?.items.includes('"192.0.2.53/32"'));
       assert.ok(c.lists.get('t1612_ci_build_agents')?.items.includes('gitlab-runner'));
       assert.deepEqual(c.lists.get('t1612_registry_networks')?.items, ['"0.0.0.0/32"', '"192.0.2.0/24"']);
       assert.equal(c.rules.get('T1612 Image Build Command Executed')?.exceptions[0]?.name, 'release_pipeline');

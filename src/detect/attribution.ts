@@ -60,14 +60,15 @@ export function imageMatches(built: readonly string[], running: string): boolean
 
 /**
  * A classic-builder step container without image metadata: a `sh -c` container (classified
- * as a candidate) that started while a `docker` build with no BuildKit step of its own was
- * open, and not before it. The newest such build is the one.
+ * as a candidate) that started while a `docker` build not known to be BuildKit (no
+ * DOCKER_BUILDKIT=1 or buildx, no BuildKit step of its own) was open, and not before it. The
+ * newest such build is the one.
  */
 function classicSession(sig: EgressSignal, open: readonly SessionRecord[], c: ContainerFacts, skewMs: number): SessionRecord | undefined {
   if (!sig.classicCandidate || c.startedAt === null) return undefined;
   let best: SessionRecord | undefined;
   for (const s of open) {
-    if (s.engine !== CLASSIC_ENGINE || s.cgroups.length > 0) continue;
+    if (s.engine !== CLASSIC_ENGINE || s.cgroups.length > 0 || s.dockerBuilder === 'buildkit') continue;
     if (c.startedAt < s.startedAt - skewMs) continue;
     if (!best || s.startedAt > best.startedAt) best = s;
   }

@@ -83,6 +83,13 @@ export interface BuildSignal extends SignalBase {
   activity: BuildActivity;
   /** Image references the build command names (`-t`, `--tag`, `--destination`, `name=`). */
   images: string[];
+  /**
+   * A build CLI talking to the local daemon's socket (no `-H`/`--host`/DOCKER_HOST naming a
+   * TCP address): whatever the Docker API accepts meanwhile is not this build.
+   */
+  localClient: boolean;
+  /** dockerd's builder the evidence names (DOCKER_BUILDKIT=0|1, buildx, a BuildKit step). */
+  dockerBuilder: 'classic' | 'buildkit' | null;
   /** `ip:port` of a non-loopback Docker API client (activity `api`). */
   remotePeer: string | null;
 }
@@ -319,6 +326,22 @@ function activityOf(ev: FalcoEvent, proc: ProcInfo, cgroups: string[], remote: b
   return 'cli';
 }
 
+/**
+ * Which of dockerd's builders a build signal shows. The CLI's environment is not an event
+ * field, but a wrapper's command line often carries it (`sh -c DOCKER_BUILDKIT=0 docker build`).
+ */
+function dockerBuilderOf(proc: ProcInfo, cgroups: readonly string[], activity: BuildActivity): 'classic' | 'buildkit' | null {
+  if (cgroups.length > 0) return 'buildkit';
+  if (activity !== 'cli') return null;
+  const text = `${proc.cmdline ?? ''} ${proc.pcmdline ?? ''}`;
+  if (/(?:^|\s)DOCKER_BUILDKIT=0(?:\s|$)/.test(text)) return 'classic';
+  if (/(?:^|\s)DOCKER_BUILDKIT=1(?:\s|$)/.test(text) || /(?:^|\s)buildx(?:\s|$)/.test(proc.cmdline ?? '')) return 'buildkit';
+  return null;
+}
+
+/** A Docker CLI pointed at a TCP daemon: `-H tcp://…`, `--host=tcp://…`, `DOCKER_HOST=tcp://…`. */
+const TCP_HOST = /(?:^|\s)(?:-H|--host)(?:\s+|=)(?:tcp|https?|ssh):\/\/|DOCKER_HOST=(?:tcp|https?|ssh):\/\//;
+
 function base(ev: FalcoEvent, host: string): Omit<SignalBase, 'event' | 'engine'> & { marks: { engine: string }[] } {
   const marks = cgroupMarks(str(ev, 'thread.cgroups'), MAX_CGROUPS);
   const cgroups = marks.map((m) => m.key);
@@ -363,6 +386,8 @@ export function classifyBuild(ev: FalcoEvent, host: string): BuildSignal {
     engine,
     activity,
     images: imagesFromCmdline(b.proc.cmdline),
+    dockerBuilder: engine === 'docker' ? dockerBuilderOf(b.proc, b.cgroups, activity) : null,
+    localClient: activity === 'cli' && engine === 'docker' && !TCP_HOST.test(`${b.proc.cmdline ?? ''} ${b.proc.pcmdline ?? ''}`),
     remotePeer,
     event: ev,
   };

@@ -92,9 +92,12 @@ function sharesKey(s: SessionRecord, sig: BuildSignal): boolean {
   return false;
 }
 
-/** Could the Docker API have driven this build? Only builds dockerd runs. */
+/**
+ * Could the Docker API have driven this build? Only builds dockerd runs, and not one a local
+ * CLI asked for over the daemon's socket.
+ */
 function remoteCapable(s: SessionRecord): boolean {
-  return s.engine !== null && DOCKER_API_ENGINES.has(s.engine);
+  return s.engine !== null && DOCKER_API_ENGINES.has(s.engine) && !s.localClient;
 }
 
 /** Same builder (or one its CLI drives), or one side does not know yet. */
@@ -238,10 +241,15 @@ export class SessionTable {
     return fresh ?? active;
   }
 
-  /** A remote accept shortly before this activity makes a build dockerd runs remote. */
+  /**
+   * A remote accept makes a build dockerd runs remote when the build began after it (within
+   * the skew, and at most the link time later): a build already running before the accept was
+   * not asked for by that client, however late its next step comes.
+   */
   private linkRemote(s: SessionRecord, h: HostState, t: number): void {
     if (s.remotePeer !== null || !remoteCapable(s) || !h.remote) return;
-    if (h.remote.timeMs >= t - remoteLinkMs(this.opts) && h.remote.timeMs <= t + this.opts.clockSkewMs) {
+    const a = h.remote.timeMs;
+    if (a <= t + this.opts.clockSkewMs && s.startedAt >= a - this.opts.clockSkewMs && s.startedAt <= a + remoteLinkMs(this.opts)) {
       this.setRemote(s, h.remote);
     }
   }
@@ -280,6 +288,7 @@ export class SessionTable {
       for (const i of rec.imageRefs) pushCapped(local.imageRefs, i, MAX_IMAGES);
       local.engine ??= rec.engine;
       local.expected ||= rec.expected;
+      local.dockerBuilder ??= rec.dockerBuilder;
       this.markUpsert(local);
     }
     this.prune(host, h);
@@ -377,6 +386,8 @@ export class SessionTable {
       imageRefs: [],
       engine: sig.engine,
       expected: sig.expected,
+      localClient: sig.type === 'build' && sig.localClient,
+      dockerBuilder: sig.type === 'build' ? sig.dockerBuilder : sig.cgroups.length > 0 && sig.engine === 'docker' ? 'buildkit' : null,
     };
     this.addKeys(s, sig);
     s.evidence.push(evidenceOf(sig));
@@ -391,6 +402,7 @@ export class SessionTable {
     // An earlier signal arriving late moves the start back (it stays the trigger's session).
     s.startedAt = Math.min(s.startedAt, sig.timeMs);
     s.engine ??= sig.engine;
+    if (sig.type === 'build' && sig.dockerBuilder !== null && s.dockerBuilder !== 'buildkit') s.dockerBuilder = sig.dockerBuilder;
     // The user's tuning names one event of the build (its CLI, agent or host); the rest of the
     // build inherits it.
     if (sig.expected) s.expected = true;

@@ -32,6 +32,14 @@ export interface SessionRecord {
   engine: string | null;
   /** The user declared this build expected (rules tuning): it never alerts. */
   expected: boolean;
+  /**
+   * Which of dockerd's builders runs a `docker` build, when evidence says: `classic`
+   * (DOCKER_BUILDKIT=0 on the command line), `buildkit` (DOCKER_BUILDKIT=1, buildx, or a
+   * BuildKit step seen); null when unknown.
+   */
+  dockerBuilder: 'classic' | 'buildkit' | null;
+  /** Opened by a build CLI on this host talking to the local daemon's socket: not remote. */
+  localClient: boolean;
 }
 
 /** A non-loopback Docker API connection recently accepted on a host. */
@@ -93,6 +101,8 @@ export function parseSessionRecord(text: string): SessionRecord | null {
     imageRefs: strings(r.imageRefs) ? r.imageRefs : [],
     engine: typeof r.engine === 'string' ? r.engine : null,
     expected: r.expected === true,
+    localClient: r.localClient === true,
+    dockerBuilder: r.dockerBuilder === 'classic' || r.dockerBuilder === 'buildkit' ? r.dockerBuilder : null,
   };
 }
 
