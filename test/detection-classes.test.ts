@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { Correlator } from '../src/detect/correlator.js';
 import { classifyBuild, classifyEgress } from '../src/detect/classify.js';
 import { SessionTable } from '../src/detect/sessions.js';
+import { OrphanPool, sessionKeys } from '../src/detect/orphans.js';
 import { severityOf } from '../src/detect/attribution.js';
 import type { Config } from '../src/config/config.js';
 import type { Alert } from '../src/model/alert.js';
@@ -297,5 +298,33 @@ describe('session table edges', () => {
     assert.equal(step?.id, s.id);
     assert.equal(step?.expected, true);
     assert.equal(severityOf(s, 'lineage'), 'high', 'severity is unchanged; the correlator keeps it silent');
+  });
+});
+
+describe('orphan pool index', () => {
+  it('a session looks only at the orphans its keys (or any session) could explain', () => {
+    const pool = new OrphanPool(30_000);
+    const orphan = (f: Fields) => ({
+      sig: classifyEgress(ev(T, 'r', EGRESS, { 'fd.sip': '198.51.100.70', ...f }), HOST)!,
+      firstSeenAt: T, token: 't', t0: 0, addedAt: T,
+    });
+    const byPid = orphan({ 'proc.name': 'curl', 'proc.pid': '501', 'proc.ppid': '100' });
+    const byImage = orphan({ 'proc.name': 'curl', 'proc.pid': '502', 'proc.pname': 'containerd-shim', 'container.id': 'aaaaaaaaaaaa', 'container.image.repository': 'team/app', 'container.image.tag': '1' });
+    const unrelated = orphan({ 'proc.name': 'curl', 'proc.pid': '503', 'proc.ppid': '400' });
+    const step = orphan({ 'proc.name': 'exe', 'proc.pid': '504', 'thread.cgroups': 'cpu=/docker/buildkit/orphanb0ild5x9q2w4e7r1t3' });
+    for (const o of [byPid, byImage, unrelated, step]) pool.keep(o, T);
+    const t = new SessionTable({ buildWindowMs: 15 * MIN, clockSkewMs: 30_000, maxSessions: 10 });
+    const s = t.applyBuild(classifyBuild(ev(T, 'r', BUILD, { 'proc.name': 'docker', 'proc.pid': '100', 'proc.cmdline': 'docker build -t team/app:1 .', 'container.id': 'host' }), HOST))!;
+    const seen: number[] = [];
+    const taken = pool.take(HOST, T, sessionKeys(s), (o) => {
+      seen.push(o.sig.proc.pid ?? 0);
+      return o.sig.proc.pid === 501 ? 'x' : null;
+    });
+    assert.deepEqual(seen.sort(), [501, 502, 504], 'the unrelated orphan is never looked at');
+    assert.deepEqual(taken.map((x) => x.orphan.sig.proc.pid), [501]);
+    assert.equal(pool.size, 3);
+    assert.equal(pool.take(HOST, T, null, () => null).length, 0);
+    assert.equal(pool.take(HOST, T + 30_001, null, () => 'x').length, 0, 'expired after the skew');
+    assert.equal(pool.size, 0);
   });
 });

@@ -35,8 +35,9 @@ import { classifyBuild, classifyEgress, egressDestination, type EgressSignal } f
 import { DecisionQueue, type Pending } from './decision-queue.js';
 import { CidrSet, DomainSuffixSet, isIgnoredAddress } from './net.js';
 import { ContainerStarts } from './containers.js';
-import { OrphanPool, type Orphan } from './orphans.js';
+import { OrphanPool, sessionKeys, type Orphan } from './orphans.js';
 import { SessionTable } from './sessions.js';
+import type { SessionRecord } from '../model/session.js';
 
 export interface CorrelatorDeps {
   stores: Stores;
@@ -223,7 +224,7 @@ export class Correlator {
     const sig = classifyBuild(ev, ev.hostname || this.cfg.hostname);
     if (!this.loadedHosts.has(sig.host)) this.hostsToLoad.add(sig.host);
     const session = this.table.applyBuild(sig);
-    if (session) this.retroAttribute(sig.host);
+    if (session) this.retroAttribute(sig.host, session);
     if (this.table.hasDirty || this.hostsToLoad.size > 0 || this.retro.length > 0) this.queue.schedule();
   }
 
@@ -412,8 +413,10 @@ export class Correlator {
   // Late build signals: unattributed new IPs wait a clock-skew's time for their session
   // ---------------------------------------------------------------------------------------
 
-  private retroAttribute(host: string): void {
-    const found = this.orphans.take(host, this.now(), (o) => this.attributeTo(o.sig));
+  /** Orphans on `host` that `session` (or, without one, any session) may now explain. */
+  private retroAttribute(host: string, session?: SessionRecord): void {
+    const keys = session === undefined || this.attribution.windowOnly ? null : sessionKeys(session);
+    const found = this.orphans.take(host, this.now(), keys, (o) => this.attributeTo(o.sig));
     for (const f of found) this.retro.push({ orphan: f.orphan, attribution: f.match });
     if (this.retro.length > 0) this.queue.schedule();
   }
