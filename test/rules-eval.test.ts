@@ -6,6 +6,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseJsonPreservingBigInts } from '../src/model/event.js';
+import { parseRulesFile } from '../src/rules/load.js';
+import { scanCondition } from '../src/rules/condition.js';
 import { compileRules, matching, syscallOf, type CompiledRule } from './support/falco-eval.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -64,6 +66,20 @@ describe('shipped rules on modelled syscalls', function () {
       for (const r of matching(tuned, syscallOf(e.fields, e.hostname))) fired.add(r);
     }
     assert.deepEqual(shipped.map((r) => r.name).filter((r) => !fired.has(r)), [], 'rules no fixture matches');
+  });
+
+  it('every macro and list of the shipped file is used (real Falco -V warns about unused ones)', async () => {
+    const { items } = await parseRulesFile(rulesFile);
+    const conditions = items
+      .filter((i) => i.kind === 'rule' || i.kind === 'macro')
+      .map((i) => String(i.data['condition'] ?? ''));
+    const listItems = items.filter((i) => i.kind === 'list').flatMap((i) => (i.data['items'] as unknown[]).map(String));
+    const macroRefs = new Set(conditions.flatMap((c) => scanCondition(c).macros.map((m) => m.name)));
+    const words = new Set([...conditions.flatMap((c) => c.split(/[\s(),]+/)), ...listItems]);
+    const unused = items
+      .filter((i) => (i.kind === 'macro' && !macroRefs.has(i.name)) || (i.kind === 'list' && !words.has(i.name)))
+      .map((i) => `${i.kind} ${i.name}`);
+    assert.deepEqual(unused, []);
   });
 
   it('every fixture event is one its rule fires on (shipped rules, or with the tuning example)', () => {

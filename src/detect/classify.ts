@@ -135,7 +135,7 @@ function int(text: string | null, max: number): number | null {
 
 const PID_MAX = 4_194_304;
 
-export function procInfo(ev: FalcoEvent): ProcInfo {
+function procInfo(ev: FalcoEvent): ProcInfo {
   const ancestorPids: number[] = [];
   const ancestorNames: (string | null)[] = [];
   const ppid = int(str(ev, 'proc.ppid'), PID_MAX);
@@ -217,7 +217,7 @@ function imageRefOf(ev: FalcoEvent, image: string | null): string | null {
 }
 
 /** Is this process kaniko's executor itself (not a RUN command it started)? */
-export function isKanikoExecutor(proc: ProcInfo, containerId: string | null): boolean {
+function isKanikoExecutor(proc: ProcInfo, containerId: string | null): boolean {
   return containerId !== null && builderExeEngine(proc.exepath) !== null;
 }
 

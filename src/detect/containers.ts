@@ -21,18 +21,16 @@ export class ContainerStarts {
     return this.starts.size;
   }
 
-  /** Note the event's container (cheap when already known). */
+  /**
+   * Note the event's container. On the egress hot path: a known container costs one lookup
+   * (an earlier event arriving late does not move the start back; attribution allows
+   * `clock_skew` for that).
+   */
   observe(ev: FalcoEvent): void {
     const id = ev.fields['container.id'];
-    if (id === undefined || id === null) return;
-    const known = this.starts.get(id);
+    if (id === undefined || id === null || id === 'host' || this.starts.has(id) || !CONTAINER_ID.test(id)) return;
     const start = this.startOf(ev);
-    if (known !== undefined) {
-      // An earlier event arriving late moves the start back.
-      if (start < known) this.starts.set(id, start);
-      return;
-    }
-    if (!CONTAINER_ID.test(id) || !Number.isFinite(start)) return;
+    if (!Number.isFinite(start)) return;
     if (this.starts.size >= this.cap) {
       const oldest = this.starts.keys().next();
       if (!oldest.done) this.starts.delete(oldest.value);
