@@ -168,6 +168,13 @@ describe('detection classes', () => {
     assert.deepEqual(alerts[0]?.build.images, ['slow:1'], 'the lapsed session, not a new one');
   });
 
+  it('a container of an untagged image id reaching a new IP with no build open is not a build by itself', async () => {
+    const { alerts } = await run([
+      ctrEgress(T, 'abababababab', '198.51.100.48', { 'container.image.repository': 'sha256', 'container.image.tag': '9d3e5c1f2a7b' }),
+    ]);
+    assert.deepEqual(brief(alerts), []);
+  });
+
   it('buildah --isolation chroot: no runtime, no cgroup; the helper below buildah proves the step', async () => {
     // The CLI event was missed (several Falco sources, or it ran before Falco): the egress
     // alone must prove the build.

@@ -380,7 +380,8 @@ export class Correlator {
    */
   private attributeOrOpen(sig: EgressSignal): AttributionResult | null {
     const a = this.attributeTo(sig);
-    if (a !== null || sig.step === null) return a;
+    // An untagged image id is a classic step only while a build runs (`docker run <id>` too).
+    if (a !== null || sig.step === null || sig.step === 'image-id') return a;
     return { session: this.table.applyStepEgress(sig), kind: 'lineage', builder: false };
   }
 
