@@ -198,6 +198,18 @@ describe('detection classes', () => {
     assert.deepEqual(brief(alerts), ['high image 198.51.100.45']);
   });
 
+  it('image lineage: the container plugin\'s container.start_ts says when a container started, even if first seen later', async () => {
+    const image = { 'container.image.repository': 'shop/web', 'container.image.tag': 'latest' };
+    const startNs = (ms: number): string => (BigInt(ms) * 1_000_000n).toString();
+    const { alerts } = await run([
+      cli(T, 'docker build -t shop/web:latest .', 100),
+      // First seen now, but running since an hour before the build (quiet until now).
+      ctrEgress(T + 2 * MIN, 'aaaaaaaaaaaa', '198.51.100.52', image, { 'container.start_ts': startNs(T - 60 * MIN) }),
+      ctrEgress(T + 3 * MIN, 'bbbbbbbbbbbb', '198.51.100.53', image, { 'container.start_ts': startNs(T + 2 * MIN) }),
+    ]);
+    assert.deepEqual(brief(alerts), ['high image 198.51.100.53']);
+  });
+
   it('image lineage: host:port/repo:tag matches although the container plugin drops the tag', async () => {
     const { alerts } = await run([
       cli(T, 'docker build -t registry.example:5000/team/app:2 .', 100),

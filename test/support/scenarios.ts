@@ -166,10 +166,11 @@ export const SCENARIOS: Scenario[] = [
     alerts: [high('203.0.113.180'), high('203.0.113.181', { host: 'node-c' })],
   },
   {
-    title: 'a build started by a tuned CI agent (Expected Build Activity): its step\'s new IP is learnt, never alerted',
+    title: 'a build started by a tuned CI agent (Expected Build Activity): its step\'s new IP is learnt, never alerted; an untuned build before it alerts',
     file: 'expected-ci-build.jsonl',
-    alerts: [],
-    known: ['203.0.113.10', '198.51.100.200'],
+    // The build before it is not tuned: its step's first contact with .10 alerts.
+    alerts: [high('203.0.113.10')],
+    known: ['198.51.100.200'],
   },
   {
     title: 'window-only attribution when enabled: 1 alert, medium',
