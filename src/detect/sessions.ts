@@ -181,8 +181,8 @@ export class SessionTable {
         this.markRemote(sig.host, h.remote);
       }
       // A build that opened just after this accept but whose signals arrived first (several
-      // Falco sources, reconnects). Builds already running before it are linked only by
-      // their next activity (see below), not retroactively.
+      // Falco sources, reconnects). Builds already running before it are never linked: that
+      // client did not ask for them (linkRemote).
       for (const s of h.sessions) {
         if (s.remotePeer === null && remoteCapable(s) && s.startedAt >= t - this.opts.clockSkewMs && s.startedAt <= t + remoteLinkMs(this.opts)) {
           this.setRemote(s, h.remote);
