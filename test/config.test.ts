@@ -27,7 +27,7 @@ describe('config', () => {
     const c = resolveConfig({ env: {} });
     assert.equal(c.falcoGrpcAddress, 'unix:///run/falco/falco.sock');
     assert.equal(c.falcoGrpcMethod, 'sub');
-    assert.equal(c.httpAddress, '0.0.0.0:2802');
+    assert.equal(c.httpAddress, '127.0.0.1:2802');
     assert.equal(c.redisPrefix, 't1612d');
     assert.equal(c.environment, 'default');
     assert.equal(c.buildWindowMs, 15 * 60_000);
