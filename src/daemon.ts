@@ -33,8 +33,6 @@ export interface DaemonDeps {
 
 type DaemonState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
 
-/** How often decided events are trimmed from the write-ahead log. */
-const WAL_TRIM_EVERY_MS = 100;
 
 export class Daemon {
   readonly metrics: Metrics;
@@ -48,8 +46,8 @@ export class Daemon {
   private http: HttpServer | undefined;
   private ingest: HttpIngest | undefined;
   private wal: Wal | undefined;
-  private walTimer: NodeJS.Timeout | undefined;
   private walTrimming = false;
+  private walStopped = false;
   private closing: Promise<void> | undefined;
   private httpPort: number | undefined;
 
@@ -76,6 +74,7 @@ export class Daemon {
       metrics: this.metrics,
       logger: this.logger,
       wal: this.wal,
+      onHanded: () => this.trimWal(),
       consumer: (ev, _source, token) => {
         // The correlator exists from start() on; events cannot arrive earlier.
         return this.correlator?.handle(ev, token);
@@ -126,6 +125,7 @@ export class Daemon {
         sink,
         metrics: this.metrics,
         logger: this.logger,
+        onAlerted: this.wal ? (token) => this.wal?.markAlerted(token) : undefined,
       });
       const sources = this.deps.sources ?? true;
       if (this.wal) await this.replayWal(this.wal);
@@ -198,25 +198,31 @@ export class Daemon {
       n++;
     }
     if (n > 0) this.logger.info({ events: n, dataDir: this.config.dataDir }, 'replaying acknowledged events not decided before the last stop');
-    this.walTimer = setInterval(() => {
-      this.trimWal().catch((err: unknown) => this.logger.warn({ err: describeError(err) }, 'write-ahead log trim failed'));
-    }, WAL_TRIM_EVERY_MS);
-    this.walTimer.unref();
   }
 
-  /** Record as decided every event the correlator has taken and finished deciding. */
-  private async trimWal(): Promise<void> {
+  /**
+   * Record as decided every event the correlator has taken and finished deciding, as soon as
+   * it has: the sooner the mark, the smaller the window in which a crash makes an already
+   * delivered alert go out again (under the same id, which receivers dedupe on).
+   */
+  private trimWal(): void {
     const wal = this.wal;
-    if (!wal || !this.correlator || this.walTrimming) return;
-    const handed = this.intake.handedSeq;
-    if (handed <= wal.decided) return;
+    const correlator = this.correlator;
+    if (!wal || !correlator || this.walTrimming || this.walStopped) return;
     this.walTrimming = true;
-    try {
-      await this.correlator.flush();
-      wal.markDecided(handed);
-    } finally {
-      this.walTrimming = false;
-    }
+    void (async () => {
+      try {
+        while (!this.walStopped && this.intake.handedSeq > wal.decided) {
+          const handed = this.intake.handedSeq;
+          await correlator.flush();
+          if (!this.walStopped) wal.markDecided(handed);
+        }
+      } catch (err) {
+        this.logger.warn({ err: describeError(err) }, 'write-ahead log trim failed');
+      } finally {
+        this.walTrimming = false;
+      }
+    })();
   }
 
   /**
@@ -257,14 +263,15 @@ export class Daemon {
     await step('grpc source', () => this.grpc?.close());
     await step('http server', () => this.http?.close());
     await step('intake', () => this.intake.whenIdle());
-    if (this.walTimer) clearInterval(this.walTimer);
     const wal = this.wal;
     if (wal) {
       await step('write-ahead log', async () => {
+        const handed = this.intake.handedSeq;
         await this.correlator?.flush();
-        wal.markDecided(this.intake.handedSeq);
+        wal.markDecided(handed);
       });
     }
+    this.walStopped = true;
     await step('correlator', () => this.correlator?.close());
     const outbox = this.outbox;
     if (outbox?.kind === 'memory') {

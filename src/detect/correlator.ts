@@ -44,6 +44,11 @@ export interface CorrelatorDeps {
   logger: Logger;
   /** Wall clock, ms. @default Date.now */
   now?: () => number;
+  /**
+   * An alert decided for the event with this decide token is in the sink. The write-ahead log
+   * records it, so a crash before the event is trimmed does not raise the alert again.
+   */
+  onAlerted?: (token: string) => void;
 }
 
 /** A retro-attributed orphan waiting for its dedupe claim. */
@@ -387,7 +392,7 @@ export class Correlator {
       { alert: alert.id, severity, session: a.session.id, ip: sig.ip, attribution: a.kind, host: sig.host },
       'T1612 alert',
     );
-    await this.redelivery.deliver({ alert, t0 });
+    if (await this.redelivery.deliver({ alert, t0 })) this.deps.onAlerted?.(token);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ export interface IntakeOptions {
   consumer: EventConsumer;
   /** Write-ahead log every event is appended to before it is queued. */
   wal?: Wal | undefined;
+  /** Called after the consumer settled a logged event (`handedSeq` moved). */
+  onHanded?: () => void;
 }
 
 interface Item {
@@ -188,7 +190,10 @@ export class Intake {
           // The consumer owns its failures; this is a last line of defence, never a crash.
           this.opts.logger.error({ err: describeError(err), rule: item.ev.rule }, 'event consumer failed');
         }
-        if (item.seq !== undefined) this.handed = item.seq;
+        if (item.seq !== undefined) {
+          this.handed = item.seq;
+          this.opts.onHanded?.();
+        }
         if (!this.full && this.waiters.length > 0) this.wake();
       }
     } finally {

@@ -6,14 +6,17 @@
  * same id) as before the crash.
  *
  * Layout of the directory:
- * - `wal-<first seq>.log`  segments of JSON lines `{"s":seq,"k":token,"o":source,"e":event}`;
+ * - `wal-<first seq>.log`  segments of JSON lines: events `{"s":seq,"k":token,"o":source,"e":event}`
+ *                          and alert marks `{"a":seq}` (that event's alert is in the sink);
  * - `decided`              the highest sequence number whose events are decided (atomic rename);
  * - `id`                   random id of this log, the prefix of its decide tokens;
  * - `lock`                 pid of the process that has the log open.
  *
  * Writes go to the page cache (they survive a crash of the process, not of the machine);
  * `fsyncIntervalMs` adds a periodic fsync for power loss. Segments whose events are all decided
- * are deleted. The log is bounded by `maxBytes`: past it the oldest segments are deleted even if
+ * are deleted. Events are trimmed in order, so one slow decision holds back the mark of later,
+ * already alerted ones; the alert marks close that gap: a replayed event whose alert is marked
+ * is skipped, so a crash never sends an alert twice. The log is bounded by `maxBytes`: past it the oldest segments are deleted even if
  * undecided, and their events counted in `t1612d_dropped_events_total{reason="wal_full"}` (they
  * are still decided normally unless the process dies before).
  */
@@ -167,17 +170,30 @@ export class Wal {
   *replay(): Generator<WalRecord> {
     let torn = 0;
     this.replayed = true;
+    // First the alert marks (a mark can sit in a later segment than its event).
+    const alerted = new Set<number>();
+    const texts = new Map<string, string>();
+    for (const seg of this.segments) {
+      try {
+        const text = readFileSync(join(this.opts.dir, seg.file), 'utf8');
+        for (const m of text.matchAll(/^\{"a":(\d+)\}$/gm)) alerted.add(Number(m[1]));
+        // Kept only while the log is small; a big one is read again below, segment by segment.
+        if (texts.size < 4) texts.set(seg.file, text);
+      } catch (err) {
+        this.opts.logger.warn({ file: seg.file, err: describeError(err) }, 'write-ahead log segment unreadable; skipped');
+      }
+    }
     for (const seg of [...this.segments]) {
       seg.lastSeq = seg.firstSeq - 1;
       let text: string;
       try {
-        text = readFileSync(join(this.opts.dir, seg.file), 'utf8');
-      } catch (err) {
-        this.opts.logger.warn({ file: seg.file, err: describeError(err) }, 'write-ahead log segment unreadable; skipped');
-        continue;
+        text = texts.get(seg.file) ?? readFileSync(join(this.opts.dir, seg.file), 'utf8');
+        texts.delete(seg.file);
+      } catch {
+        continue; // reported above
       }
       for (const line of text.split('\n')) {
-        if (line === '') continue;
+        if (line === '' || line.startsWith('{"a":')) continue;
         const rec = decode(line);
         if (!rec) {
           torn++; // a write cut short by the crash, or damage
@@ -185,7 +201,7 @@ export class Wal {
         }
         seg.lastSeq = Math.max(seg.lastSeq, rec.seq);
         if (rec.seq >= this.nextSeq) this.nextSeq = rec.seq + 1;
-        if (rec.seq <= this.decidedSeq) continue;
+        if (rec.seq <= this.decidedSeq || alerted.has(rec.seq)) continue;
         this.opts.metrics.walReplayed.inc();
         yield rec;
       }
@@ -242,6 +258,23 @@ export class Wal {
       });
     }
     return stamp;
+  }
+
+  /**
+   * The alert decided for the event with this token is in the sink: written now, before the
+   * sink can have delivered it, so a replay after a crash skips the event instead of alerting
+   * twice. Tokens not of this log are ignored.
+   */
+  markAlerted(token: string): void {
+    if (this.closed || !token.startsWith(`${this.id}:`)) return;
+    const seq = parseInt(token.slice(this.id.length + 1), 36);
+    if (!(seq > this.decidedSeq)) return;
+    this.pending.push(`{"a":${seq}}\n`);
+    try {
+      this.flushSync();
+    } catch (err) {
+      this.throttle.log('warn', 'write', { err: describeError(err) }, 'write-ahead log write failed');
+    }
   }
 
   /** Everything with a sequence number up to `seq` is decided: record it, delete what is done. */
