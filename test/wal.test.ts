@@ -74,7 +74,7 @@ describe('write-ahead log', () => {
     const dir = tmp();
     const metrics = new Metrics();
     const w = openWal(dir, metrics);
-    [...w.replay()];
+    Array.from(w.replay());
     const stamps = w.appendBatch([event('a'), event('b')], 'http');
     assert.ok(w.bytes > 0);
     w.markDecided(stamps[1]?.seq ?? 0);
@@ -90,7 +90,7 @@ describe('write-ahead log', () => {
   it('writes gRPC-style single appends by the end of the turn', async () => {
     const dir = tmp();
     const w = openWal(dir);
-    [...w.replay()];
+    Array.from(w.replay());
     w.append(event('g1'), 'grpc');
     w.append(event('g2'), 'grpc');
     await new Promise((r) => setImmediate(r));
@@ -105,7 +105,7 @@ describe('write-ahead log', () => {
     const dir = tmp();
     const metrics = new Metrics();
     const w = openWal(dir, metrics, 256 * 1024);
-    [...w.replay()];
+    Array.from(w.replay());
     const big = 'x'.repeat(3000);
     for (let i = 0; i < 400; i++) w.appendBatch([event(`e${i}`, { 'proc.cmdline': big })], 'http');
     assert.ok(w.bytes <= 256 * 1024 + 70 * 1024, `bounded: ${w.bytes}`);
@@ -117,7 +117,7 @@ describe('write-ahead log', () => {
   it('skips a line torn by a crash and replays the rest', () => {
     const dir = tmp();
     const w = openWal(dir);
-    [...w.replay()];
+    Array.from(w.replay());
     w.appendBatch([event('whole')], 'http');
     const seg = readdirSync(dir).find((f) => f.endsWith('.log')) as string;
     appendFileSync(join(dir, seg), '{"s":2,"k":"x:2","o":"http","e":{"ti');
