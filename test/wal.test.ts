@@ -6,6 +6,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { resolveConfig } from '../src/config/config.js';
+import { Daemon } from '../src/daemon.js';
+import { FalcoEmulator, responseFromJson } from '../src/demo/emulator.js';
+import { ATTACKER_IP, REGISTRY_CIDR, renderScript } from '../src/demo/script.js';
+import type { Alert } from '../src/model/alert.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { fromFalcoJson, type FalcoEvent } from '../src/model/event.js';
@@ -271,5 +276,68 @@ describe('write-ahead log: SIGKILL of a real daemon right after the 200s', funct
     assert.match(second.out(), /replaying acknowledged events not decided before the last stop/);
     second.child.kill('SIGTERM');
     await new Promise((r) => second.child.once('exit', r));
+  });
+});
+
+describe('write-ahead log: events read from Falco over gRPC', function () {
+  this.timeout(60_000);
+
+  it('survive a stop while Redis is down and are decided by the next daemon', async function () {
+    const redis = await TestRedis.start();
+    if (!redis.controllable) {
+      await redis.close();
+      this.skip(); // stopping the server needs our own redis-server, not REDIS_URL
+    }
+    const receiver = await WebhookReceiver.start();
+    const dir = mkdtempSync(join(tmpdir(), 't1612d-walgrpc-'));
+    const falco = await FalcoEmulator.start({ address: `unix://${join(dir, 'falco.sock')}` });
+    const cfg = resolveConfig({
+      env: {},
+      overrides: {
+        falcoGrpcAddress: falco.address,
+        falcoGrpcPollIntervalMs: 20,
+        httpAddress: '127.0.0.1:0',
+        dataDir: join(dir, 'data'),
+        redisUrl: redis.url,
+        redisPrefix: TestRedis.prefix(),
+        webhookUrl: receiver.url,
+        allowCidrs: [REGISTRY_CIDR],
+        deliveryBackoffInitialMs: 50,
+        shutdownTimeoutMs: 1_000,
+        logLevel: 'silent',
+      },
+    });
+    const daemons: Daemon[] = [];
+    try {
+      const a = new Daemon(cfg, { logger: silentLogger(), metrics: new Metrics() });
+      daemons.push(a);
+      await a.start();
+      await waitFor('connected to Falco', async () => (await a.metrics.value('t1612d_falco_connected')) === 1);
+      await redis.stop();
+      const start = BigInt(Date.now() - 5_000) * 1_000_000n;
+      const lines = (await renderScript(start)).map((ev) => JSON.stringify(ev));
+      for (const line of lines) falco.enqueue(responseFromJson(line));
+      await waitFor('every gRPC event read', async () => (await a.metrics.value('t1612d_falco_events_total', { source: 'grpc' })) >= lines.length);
+      assert.ok((await a.metrics.value('t1612d_wal_bytes')) > 0, 'the events are in the log');
+      await a.close(); // the egress decisions wait for Redis: not decided, not trimmed
+      await falco.close();
+      assert.equal(receiver.requests.length, 0);
+
+      await redis.restart();
+      const b = new Daemon({ ...cfg, falcoGrpcAddress: '' }, { logger: silentLogger(), metrics: new Metrics() });
+      daemons.push(b);
+      await b.start();
+      assert.ok((await b.metrics.value('t1612d_wal_replayed_events_total')) > 0);
+      await waitFor('the attack alert', () => receiver.requests.length >= 1, 20_000);
+      await b.settle();
+      const ips = receiver.requests.map((r) => (JSON.parse(r.text) as Alert).destination.ip);
+      assert.deepEqual([...new Set(ips)], [ATTACKER_IP]);
+    } finally {
+      for (const d of daemons) await d.close();
+      await falco.close();
+      await receiver.close();
+      await redis.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
