@@ -41,12 +41,17 @@ COPY bin ./bin
 COPY proto ./proto
 # Default input of `t1612d rules check` (compose mounts the host's copy over it).
 COPY falco-rules ./falco-rules
-# Files stay root-owned and read-only to the service user.
+# Files stay root-owned and read-only to the service user. The write-ahead log (data_dir) is
+# the one writable place: a volume, so the root filesystem can stay read-only.
+RUN mkdir -p /var/lib/t1612d && chown node:node /var/lib/t1612d && chmod 0700 /var/lib/t1612d
+ENV T1612D_DATA_DIR=/var/lib/t1612d
+VOLUME ["/var/lib/t1612d"]
 USER node
 EXPOSE 2802
 # /healthz answers while the process runs; a fetch from node avoids needing curl in a slim
-# image. The port follows T1612D_HTTP_ADDRESS (health needs the HTTP server enabled).
+# image. The port follows T1612D_HTTP_ADDRESS (health needs the HTTP server enabled; with
+# T1612D_HTTP_TLS_CERT_FILE set, probe https instead).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "const p = (process.env.T1612D_HTTP_ADDRESS || '0.0.0.0:2802').split(':').pop(); fetch('http://127.0.0.1:' + p + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const p = (process.env.T1612D_HTTP_ADDRESS || '127.0.0.1:2802').split(':').pop(); fetch('http://127.0.0.1:' + p + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/bin/t1612d.js"]
 CMD ["run"]

@@ -253,6 +253,7 @@ async function main(): Promise<void> {
   }
   await httpIngest(100_000 * SCALE, 500);
   await grpcIngest(100_000 * SCALE);
+  await (await import('./storm.js')).runStorms(); // ingest storms: event-loop delay, RSS, /healthz (bench/storm.ts)
 }
 
 main().then(

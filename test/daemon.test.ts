@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig, type Config } from '../src/config/config.js';
 import { Daemon } from '../src/daemon.js';
+import { ConfigError } from '../src/model/errors.js';
 import type { Alert } from '../src/model/alert.js';
 import { FalcoEmulator, responseFromJson } from '../src/demo/emulator.js';
 import { createLogger, silentLogger } from '../src/ops/logger.js';
@@ -233,16 +234,20 @@ describe('daemon end to end', function () {
     assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
   });
 
-  it('warns when ingest listens beyond loopback without a token, and not with one', async () => {
+  it('refuses ingest beyond loopback without a token, and warns loudly when told to accept it', async () => {
+    assert.throws(
+      () => config({ falcoGrpcAddress: '', httpAddress: '0.0.0.0:0' }),
+      (e: unknown) => e instanceof ConfigError && e.setting === 'http_token' && !e.message.includes('\n'),
+    );
     const warned = async (overrides: Partial<Config>): Promise<boolean> => {
       const lines: string[] = [];
       const logger = createLogger({ level: 'warn', destination: { write: (l: string) => void lines.push(l) } });
       const d = new Daemon(config({ falcoGrpcAddress: '', httpAddress: '0.0.0.0:0', ...overrides }), { logger, metrics: new Metrics() });
       cleanups.push(() => d.close());
       await d.start();
-      return lines.some((l) => l.includes('http ingest accepts events without a token'));
+      return lines.some((l) => l.includes('UNAUTHENTICATED INGEST') && l.includes('http_allow_unauthenticated'));
     };
-    assert.equal(await warned({}), true);
+    assert.equal(await warned({ httpAllowUnauthenticated: true }), true);
     assert.equal(await warned({ httpToken: 'tok' }), false);
   });
 
