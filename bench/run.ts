@@ -17,7 +17,8 @@
  *   Redis commands per event (INFO commandstats of a private redis-server).
  * Then the in-process micro benchmarks of bench/micro.ts (BENCH_MICRO=0 skips them).
  *
- * BENCH_SCALE (default 1) multiplies the event counts; BENCH_ROUNDS (default 3) the rounds.
+ * BENCH_SCALE (default 1) multiplies the event counts; BENCH_ROUNDS (default 3) the rounds;
+ * BENCH_ONLY (e.g. `grpc,latency`) picks parts: grpc, http, latency, memory.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -35,6 +36,7 @@ import { runMicro } from './micro.js';
 
 const SCALE = Number(process.env['BENCH_SCALE'] ?? '1');
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? '3');
+const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'grpc,http,latency,memory').split(','));
 const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
 
 // --- child processes --------------------------------------------------------------------------
@@ -310,46 +312,54 @@ async function main(): Promise<void> {
   const ratios: string[] = [];
   try {
     await falco.ask({ op: 'start', address });
-    const nGrpc = 200_000 * SCALE;
-    const g = await grpcRounds(falco, address, redis, redisServer.url, webhook, nGrpc);
-    const rate = (k: GrpcKind): number[] => (g.results.get(k) ?? []).map((x) => x.rate);
-    const perRound = (k: GrpcKind): number[] => rate('daemon').map((d, i) => d / (rate(k)[i] ?? NaN));
-    ratios.push(`gRPC sub end to end vs proto-loader-decoding client   ${median(perRound('decode')).toFixed(2)}×  (per round ${perRound('decode').map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
-    ratios.push(`gRPC sub end to end vs raw counting client            ${median(perRound('raw')).toFixed(2)}×`);
-    for (const k of ['raw', 'decode', 'daemon'] as const) {
-      const rs = g.results.get(k) ?? [];
-      const label = { raw: 'grpc-js client, counting raw messages', decode: 'grpc-js client + proto-loader decode', daemon: 't1612d (sub, Redis, webhook)' }[k];
-      lines.push(
-        `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
-      );
+    if (ONLY.has('grpc')) {
+      const nGrpc = 200_000 * SCALE;
+      const g = await grpcRounds(falco, address, redis, redisServer.url, webhook, nGrpc);
+      const rate = (k: GrpcKind): number[] => (g.results.get(k) ?? []).map((x) => x.rate);
+      const perRound = (k: GrpcKind): number[] => rate('daemon').map((d, i) => d / (rate(k)[i] ?? NaN));
+      ratios.push(`gRPC sub end to end vs proto-loader-decoding client   ${median(perRound('decode')).toFixed(2)}×  (per round ${perRound('decode').map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
+      ratios.push(`gRPC sub end to end vs raw counting client            ${median(perRound('raw')).toFixed(2)}×`);
+      for (const k of ['raw', 'decode', 'daemon'] as const) {
+        const rs = g.results.get(k) ?? [];
+        const label = { raw: 'grpc-js client, counting raw messages', decode: 'grpc-js client + proto-loader decode', daemon: 't1612d (sub, Redis, webhook)' }[k];
+        lines.push(
+          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
+        );
     }
     lines.push(`${'  Redis commands per event (warm cache)'.padEnd(40)} ${median(g.cmdsPerEvent).toFixed(4)}  (${fmt(nGrpc)} events over 2,000 IPs in one build)`);
 
-    const nHttp = 100_000 * SCALE;
-    const h = await httpRounds(redisServer.url, webhook, nHttp);
-    const hr = (k: HttpKind): number[] => (h.get(k) ?? []).map((x) => x.rate);
-    const hRatio = hr('daemon').map((d, i) => d / (hr('bare')[i] ?? NaN));
-    ratios.push(`HTTP NDJSON ingest vs bare JSON.parse-only server     ${median(hRatio).toFixed(2)}×  (per round ${hRatio.map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
-    for (const k of ['bare', 'daemon'] as const) {
-      const rs = h.get(k) ?? [];
-      const label = { bare: 'bare node:http, JSON.parse per line', daemon: 't1612d HTTP ingest (Redis, webhook)' }[k];
-      lines.push(
-        `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
-      );
+    }
+    if (ONLY.has('http')) {
+      const nHttp = 100_000 * SCALE;
+      const h = await httpRounds(redisServer.url, webhook, nHttp);
+      const hr = (k: HttpKind): number[] => (h.get(k) ?? []).map((x) => x.rate);
+      const hRatio = hr('daemon').map((d, i) => d / (hr('bare')[i] ?? NaN));
+      ratios.push(`HTTP NDJSON ingest vs bare JSON.parse-only server     ${median(hRatio).toFixed(2)}×  (per round ${hRatio.map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
+      for (const k of ['bare', 'daemon'] as const) {
+        const rs = h.get(k) ?? [];
+        const label = { bare: 'bare node:http, JSON.parse per line', daemon: 't1612d HTTP ingest (Redis, webhook)' }[k];
+        lines.push(
+          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
+        );
     }
 
-    const lat = await latencyRun(falco, address, redisServer.url, webhook, 10 * SCALE);
-    const p = (q: number): string => quantile(lat.sorted, q).toFixed(1);
-    ratios.push(`event→webhook from Falco's enqueue at 5k ev/s        p50 ${p(0.5)} ms  p99 ${p(0.99)} ms  (goal p99 ≤ 50 ms)`);
-    lines.push(`${'latency from enqueue, 5,000 ev/s'.padEnd(40)} p50 ${p(0.5)} ms  p90 ${p(0.9)} ms  p99 ${p(0.99)} ms  max ${p(1)} ms  (${lat.sorted.length}/${lat.expected} alerts, VmHWM ${lat.hwmMb.toFixed(0)} MB)`);
+    }
+    if (ONLY.has('latency')) {
+      const lat = await latencyRun(falco, address, redisServer.url, webhook, 10 * SCALE);
+      const p = (q: number): string => quantile(lat.sorted, q).toFixed(1);
+      ratios.push(`event→webhook from Falco's enqueue at 5k ev/s        p50 ${p(0.5)} ms  p99 ${p(0.99)} ms  (goal p99 ≤ 50 ms)`);
+      lines.push(`${'latency from enqueue, 5,000 ev/s'.padEnd(40)} p50 ${p(0.5)} ms  p90 ${p(0.9)} ms  p99 ${p(0.99)} ms  max ${p(1)} ms  (${lat.sorted.length}/${lat.expected} alerts, VmHWM ${lat.hwmMb.toFixed(0)} MB)`);
 
-    const nMem = 1_000_000 * SCALE;
-    const mem = await memoryRun(falco, address, redis, redisServer.url, webhook, nMem, 100_000);
-    ratios.push(`peak RSS after ${fmt(nMem)} egress events over 100k IPs   ${mem.hwmMb.toFixed(0)} MB  (goal ≤ 150 MB)`);
-    lines.push(
-      `${`${fmt(nMem)} egress events, 100k new IPs`.padEnd(40)} ${fmt(mem.rate).padStart(28)} ev/s  VmHWM ${mem.hwmMb.toFixed(0)} MB  RSS at end ${mem.rssMb.toFixed(0)} MB  ` +
-        `Redis ${mem.cmds.toFixed(4)} cmd/ev  ${mem.ipsPerScript.toFixed(0)} IPs per decide script call`,
-    );
+    }
+    if (ONLY.has('memory')) {
+      const nMem = 1_000_000 * SCALE;
+      const mem = await memoryRun(falco, address, redis, redisServer.url, webhook, nMem, 100_000);
+      ratios.push(`peak RSS after ${fmt(nMem)} egress events over 100k IPs   ${mem.hwmMb.toFixed(0)} MB  (goal ≤ 150 MB)`);
+      lines.push(
+        `${`${fmt(nMem)} egress events, 100k new IPs`.padEnd(40)} ${fmt(mem.rate).padStart(28)} ev/s  VmHWM ${mem.hwmMb.toFixed(0)} MB  RSS at end ${mem.rssMb.toFixed(0)} MB  ` +
+          `Redis ${mem.cmds.toFixed(4)} cmd/ev  ${mem.ipsPerScript.toFixed(0)} IPs per decide script call`,
+      );
+    }
   } finally {
     await falco.stop();
     webhook.close();
