@@ -218,6 +218,50 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
 }
 
 /**
+ * A gRPC `response` as read field by field off the wire (src/sources/proto.ts), before the
+ * checks of `fromGrpcResponse`. Absent fields carry proto3 defaults; `fields` are already
+ * normalised with `grpcFieldValue`.
+ */
+export interface GrpcParts {
+  /** Undefined when the response had no `time`. */
+  seconds: bigint | undefined;
+  nanos: number;
+  priority: number;
+  /** Undefined when field 3 was absent. */
+  sourceDeprecated: number | undefined;
+  rule: string;
+  output: string;
+  hostname: string;
+  tags: string[];
+  source: string;
+  fields: Record<string, FieldValue>;
+}
+
+/** One gRPC output_fields value (always a string on this wire): Falco's "missing" spellings become null. */
+export function grpcFieldValue(v: string): FieldValue {
+  // Length first: most values are longer than any missing spelling, and this runs per field.
+  return v.length <= 4 && (v === '' || v === '<NA>' || v === 'null') ? null : v;
+}
+
+/** The same event `fromGrpcResponse` makes of the same response, from its wire fields. */
+export function fromGrpcParts(p: GrpcParts): FalcoEvent {
+  const rule = requireRule(p.rule);
+  if (p.seconds === undefined || (p.seconds <= 0n && p.nanos === 0)) throw new InvalidEventError('time is missing');
+  let source = p.source;
+  if (source === '') source = p.sourceDeprecated === undefined ? 'syscall' : (GRPC_SOURCES[String(p.sourceDeprecated)] ?? 'syscall');
+  return {
+    timeNs: p.seconds * 1_000_000_000n + BigInt(p.nanos),
+    rule,
+    priority: normalisePriority(p.priority),
+    source,
+    hostname: p.hostname,
+    tags: p.tags,
+    output: p.output,
+    fields: p.fields,
+  };
+}
+
+/**
  * JSON.parse that keeps integers too large for a double (Falco's `evt.time` in ns) exact, by
  * quoting digit runs of 16+ characters that appear outside strings before parsing.
  */
