@@ -39,6 +39,16 @@ export interface DecisionQueueOptions {
 
 const MAX_TOUCHES = 10_000;
 
+/**
+ * Under load (a round follows the previous one within COALESCE_MS), a round waits up to
+ * COALESCE_MS for MIN_BATCH events to gather, so a busy cold path sends a hundred IPs or
+ * more per store round trip instead of the one or two that arrived while the last round was
+ * in flight. After a quiet spell the first event goes out at once: latency is only traded for
+ * batching while there is a backlog to batch.
+ */
+export const COALESCE_MS = 2;
+export const MIN_BATCH = 100;
+
 function pendingKey(host: string, ip: string): string {
   return `${host}\u0000${ip}`;
 }
@@ -60,6 +70,10 @@ export class DecisionQueue {
   private roomWaiters: (() => void)[] = [];
   /** Set once the correlator closed: no more retries. */
   private stopped = false;
+  /** performance.now() when the last round ended. */
+  private lastRoundEnd = -Infinity;
+  /** Set while a round waits for events to gather; called once MIN_BATCH are queued. */
+  private gathered: (() => void) | undefined;
 
   constructor(private readonly opts: DecisionQueueOptions) {}
 
@@ -96,6 +110,7 @@ export class DecisionQueue {
     this.pending.push(p);
     const key = pendingKey(p.sig.host, p.sig.ip);
     this.pendingIps.set(key, (this.pendingIps.get(key) ?? 0) + 1);
+    if (this.gathered && this.pending.length >= MIN_BATCH) this.gathered();
   }
 
   /** Resolves when the queue has room again (backpressure), or at stop(). */
@@ -154,6 +169,7 @@ export class DecisionQueue {
     this.immediate = undefined;
     this.retryTimer = undefined;
     this.stopped = true;
+    this.gathered?.();
     const idle = this.idleWaiters.splice(0);
     for (const w of idle) w();
     this.wakeRoom();
@@ -189,6 +205,19 @@ export class DecisionQueue {
     return !this.running && !this.hasWork() && this.opts.othersIdle();
   }
 
+  /** Resolves after COALESCE_MS, or sooner once MIN_BATCH events are queued or at stop(). */
+  private gather(): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(), COALESCE_MS);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.gathered = undefined;
+        resolve();
+      };
+      this.gathered = done;
+    });
+  }
+
   private async tick(): Promise<void> {
     if (this.running) return;
     this.running = true;
@@ -196,7 +225,9 @@ export class DecisionQueue {
       // After stop() a round already in flight finishes, but no new one starts.
       while (!this.stopped && this.hasWork()) {
         if (!this.opts.redisUp()) throw new Error('redis is not connected');
+        if (this.pending.length < MIN_BATCH && performance.now() - this.lastRoundEnd < COALESCE_MS) await this.gather();
         await this.opts.round();
+        this.lastRoundEnd = performance.now();
         if (this.failing) {
           this.failing = false;
           this.backoff.reset();
