@@ -18,7 +18,10 @@
  * Then the in-process micro benchmarks of bench/micro.ts (BENCH_MICRO=0 skips them).
  *
  * BENCH_SCALE (default 1) multiplies the event counts; BENCH_ROUNDS (default 3) the rounds;
- * BENCH_ONLY (e.g. `grpc,latency`) picks parts: grpc, http, latency, memory.
+ * BENCH_ONLY (e.g. `grpc,latency`) picks parts: grpc, http, latency, memory. BENCH_LAT_RATE and
+ * BENCH_LAT_EVERY change the latency run's rate (5000/s) and alert share (1 in 50);
+ * BENCH_DEBUG=1 prints the daemon's counters each second and every latency in arrival order;
+ * BENCH_PROF=dir writes CPU profiles of the t1612d processes.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -278,13 +281,14 @@ async function latencyRun(falco: Child, address: string, redisUrl: string, webho
   await child.ask({ op: 'stream', spec: { grpcAddress: address, redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } });
   webhook.latencies = [];
   webhook.timing = true;
-  const streamed = await falco.ask({ op: 'stream', spec: { rate: 5000, seconds, host: 'lat-host', newEvery: 50, ipBase: 90, warm: 200 } });
+  const streamed = await falco.ask({ op: 'stream', spec: { rate: Number(process.env['BENCH_LAT_RATE'] ?? '5000'), seconds, host: 'lat-host', newEvery: Number(process.env['BENCH_LAT_EVERY'] ?? '50'), ipBase: 90, warm: 200 } });
   const expected = streamed['fresh'] as number;
   const deadline = performance.now() + 30_000;
   while (webhook.latencies.length < expected && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   webhook.timing = false;
   const u = await child.ask({ op: 'usage' });
   await child.stop();
+  if (process.env['BENCH_DEBUG']) process.stderr.write(`latencies in arrival order: ${webhook.latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
   return { sorted: [...webhook.latencies].sort((a, b) => a - b), expected, hwmMb: u['hwmMb'] as number };
 }
 
