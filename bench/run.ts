@@ -35,6 +35,7 @@ import { parseIsoNs } from '../src/model/event.js';
 import { TestRedis } from '../test/support/redis.js';
 import type { FillSpec, Msg } from './child.js';
 import { ipOf, OUTSIDE_BUILD, templates, variant, wallNs } from './events.js';
+import { decodeBench } from './decode.js';
 import { runMicro } from './micro.js';
 
 const SCALE = Number(process.env['BENCH_SCALE'] ?? '1');
@@ -382,6 +383,7 @@ async function main(): Promise<void> {
   console.log(`\nside-by-side took ${((performance.now() - started) / 1000).toFixed(0)} s`);
   if (process.env['BENCH_MICRO'] !== '0') {
     console.log('\nIn-process micro benchmarks');
+    await decodeBench();
     await runMicro(SCALE);
   }
 }

@@ -132,9 +132,15 @@ function lengthEnd(r: protobuf.Reader, end: number): number {
   return e;
 }
 
-function readString(r: protobuf.Reader, buf: Buffer, end: number): string {
+/**
+ * Buffer's own UTF-8 slice, which protobufjs uses too: `toString('utf8', a, b)` costs a
+ * wrapper call and an encoding lookup per string, and a response has dozens of strings.
+ */
+type Utf8Sliceable = Buffer & { utf8Slice?: (start: number, end: number) => string };
+
+function readString(r: protobuf.Reader, buf: Utf8Sliceable, end: number): string {
   const e = lengthEnd(r, end);
-  const s = buf.toString('utf8', r.pos, e);
+  const s = buf.utf8Slice ? buf.utf8Slice(r.pos, e) : buf.toString('utf8', r.pos, e);
   r.pos = e;
   return s;
 }
