@@ -40,11 +40,13 @@ export interface DecisionQueueOptions {
 const MAX_TOUCHES = 10_000;
 
 /**
- * Under load (a round follows the previous one within COALESCE_MS), a round waits up to
- * COALESCE_MS for MIN_BATCH events to gather, so a busy cold path sends a hundred IPs or
- * more per store round trip instead of the one or two that arrived while the last round was
- * in flight. After a quiet spell the first event goes out at once: latency is only traded for
- * batching while there is a backlog to batch.
+ * Under load (a round follows the previous one within COALESCE_MS), a round waits, one event
+ * loop turn at a time and for at most COALESCE_MS, while events keep arriving and fewer than
+ * MIN_BATCH are queued. A busy cold path then sends a hundred IPs or more per store round
+ * trip instead of the one or two that arrived while the last round was in flight. It stops
+ * waiting as soon as a turn brings nothing new (whoever feeds the queue is waiting for this
+ * round), and after a quiet spell the first event goes out at once: latency is only traded
+ * for batching while there is a flow to batch.
  */
 export const COALESCE_MS = 2;
 export const MIN_BATCH = 100;
@@ -72,8 +74,6 @@ export class DecisionQueue {
   private stopped = false;
   /** performance.now() when the last round ended. */
   private lastRoundEnd = -Infinity;
-  /** Set while a round waits for events to gather; called once MIN_BATCH are queued. */
-  private gathered: (() => void) | undefined;
 
   constructor(private readonly opts: DecisionQueueOptions) {}
 
@@ -110,7 +110,6 @@ export class DecisionQueue {
     this.pending.push(p);
     const key = pendingKey(p.sig.host, p.sig.ip);
     this.pendingIps.set(key, (this.pendingIps.get(key) ?? 0) + 1);
-    if (this.gathered && this.pending.length >= MIN_BATCH) this.gathered();
   }
 
   /** Resolves when the queue has room again (backpressure), or at stop(). */
@@ -169,7 +168,6 @@ export class DecisionQueue {
     this.immediate = undefined;
     this.retryTimer = undefined;
     this.stopped = true;
-    this.gathered?.();
     const idle = this.idleWaiters.splice(0);
     for (const w of idle) w();
     this.wakeRoom();
@@ -205,17 +203,15 @@ export class DecisionQueue {
     return !this.running && !this.hasWork() && this.opts.othersIdle();
   }
 
-  /** Resolves after COALESCE_MS, or sooner once MIN_BATCH events are queued or at stop(). */
-  private gather(): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => done(), COALESCE_MS);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.gathered = undefined;
-        resolve();
-      };
-      this.gathered = done;
-    });
+  /** Let events gather; see COALESCE_MS. */
+  private async gather(): Promise<void> {
+    const until = performance.now() + COALESCE_MS;
+    let seen = this.pending.length;
+    while (!this.stopped && this.pending.length < MIN_BATCH && performance.now() < until) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.pending.length === seen) return;
+      seen = this.pending.length;
+    }
   }
 
   private async tick(): Promise<void> {
