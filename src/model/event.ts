@@ -310,6 +310,61 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
 }
 
 /**
+ * A gRPC `response` as read field by field off the wire (src/sources/proto.ts), before the
+ * checks of `fromGrpcResponse`. Absent fields carry proto3 defaults; `fields` are already
+ * normalised with `grpcFieldValue`.
+ */
+export interface GrpcParts {
+  /** Undefined when the response had no `time`. */
+  seconds: bigint | undefined;
+  nanos: number;
+  priority: number;
+  /** Undefined when field 3 was absent. */
+  sourceDeprecated: number | undefined;
+  rule: string;
+  output: string;
+  hostname: string;
+  tags: string[];
+  source: string;
+  fields: Record<string, FieldValue>;
+}
+
+/** One gRPC output_fields value (always a string on this wire): Falco's "missing" spellings become null. */
+export function grpcFieldValue(v: string): FieldValue {
+  // Length first: most values are longer than any missing spelling, and this runs per field.
+  if (v.length <= 4) return v === '' || v === '<NA>' || v === 'null' ? null : v;
+  return v.length <= EVENT_LIMITS.fieldValue ? v : cap(v, EVENT_LIMITS.fieldValue);
+}
+
+/** The same event `fromGrpcResponse` makes of the same response, from its wire fields. */
+export function fromGrpcParts(p: GrpcParts): FalcoEvent {
+  const rule = requireRule(p.rule);
+  if (p.seconds === undefined || (p.seconds <= 0n && p.nanos === 0)) throw new InvalidEventError('time is missing');
+  let source = optString(p.source, 'source', EVENT_LIMITS.source);
+  if (source === '') source = p.sourceDeprecated === undefined ? 'syscall' : (GRPC_SOURCES[String(p.sourceDeprecated)] ?? 'syscall');
+  // The same bounds as every other source (EVENT_LIMITS): field values were cut while read.
+  let nFields = 0;
+  for (const k in p.fields) {
+    if (++nFields > EVENT_LIMITS.fields) {
+      throw new InvalidEventError(`output_fields has more than ${EVENT_LIMITS.fields} entries`);
+    }
+    if (k.length > EVENT_LIMITS.fieldKey) {
+      throw new InvalidEventError(`an output_fields key is over the limit of ${EVENT_LIMITS.fieldKey} characters`);
+    }
+  }
+  return {
+    timeNs: p.seconds * 1_000_000_000n + BigInt(p.nanos),
+    rule,
+    priority: normalisePriority(p.priority),
+    source,
+    hostname: optString(p.hostname, 'hostname', EVENT_LIMITS.hostname),
+    tags: normaliseTags(p.tags),
+    output: optString(plainOutput(p.output), 'output', EVENT_LIMITS.output, true),
+    fields: p.fields,
+  };
+}
+
+/**
  * JSON.parse that keeps integers too large for a double (Falco's `evt.time` in ns) exact, by
  * quoting digit runs of 16+ characters that appear outside strings before parsing.
  */
