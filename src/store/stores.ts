@@ -26,8 +26,12 @@ export interface Stores {
 
 /** How long start-up waits for Redis before carrying on not-ready (events are buffered). */
 const STARTUP_WAIT_MS = 2_000;
-/** The in-memory first-seen set never holds fewer IPs than this, whatever the cache size. */
-const MIN_MEMORY_IPS = 10_000;
+/**
+ * The in-memory first-seen set's bound (about 100 MB). It is its own bound, not
+ * `known_ip_cache_size` (the correlator's cache in front of the store): forgetting an IP makes
+ * it new again, so this is set far above what one host contacts within a retention.
+ */
+export const MEMORY_MAX_IPS = 1_000_000;
 
 export async function createStores(
   cfg: Config,
@@ -52,11 +56,11 @@ export async function createStores(
   } catch (err) {
     deps.logger.warn({ err: describeError(err) }, 'redis not reachable at start; buffering until it is');
   }
-  return new RedisStores(client, cfg.redisPrefix);
+  return new RedisStores(client, cfg.redisPrefix, cfg.knownIpBuckets, deps.logger);
 }
 
 export function memoryStores(cfg: Config, now?: () => number): Stores {
-  const firstSeen = new MemoryFirstSeenStore(Math.max(cfg.knownIpCacheSize, MIN_MEMORY_IPS));
+  const firstSeen = new MemoryFirstSeenStore(MEMORY_MAX_IPS);
   const sessions = new MemoryBuildSessionStore(cfg.maxSessions, now);
   return {
     kind: 'memory',
@@ -76,9 +80,12 @@ class RedisStores implements Stores {
   constructor(
     private readonly client: RedisClient,
     prefix: string,
+    buckets: number,
+    logger: Logger,
   ) {
-    this.firstSeen = new RedisFirstSeenStore(client, prefix);
-    this.sessions = new RedisBuildSessionStore(client, prefix);
+    const firstSeen = new RedisFirstSeenStore(client, prefix, { buckets, warn: (fields, msg) => logger.warn(fields, msg) });
+    this.firstSeen = firstSeen;
+    this.sessions = new RedisBuildSessionStore(client, prefix, firstSeen.layouts);
   }
 
   redisUp(): boolean {
