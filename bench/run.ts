@@ -253,6 +253,7 @@ async function main(): Promise<void> {
   }
   await httpIngest(100_000 * SCALE, 500);
   await grpcIngest(100_000 * SCALE);
+  await (await import('./fleet.js')).fleetBench(); // known-IP set at fleet scale (bench/fleet.ts)
 }
 
 main().then(
