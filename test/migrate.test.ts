@@ -11,7 +11,7 @@ import { Correlator } from '../src/detect/correlator.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { createStores, type Stores } from '../src/store/stores.js';
-import { legacyKeys } from '../src/store/redis/keys.js';
+import { envKeys, legacyKeys } from '../src/store/redis/keys.js';
 import type { DecideItem } from '../src/store/first-seen.js';
 import { TestRedis } from './support/redis.js';
 import { CollectingSink, loadEvents, testConfig } from './support/scenarios.js';
@@ -119,6 +119,32 @@ describe('migration from the single-slot layout', function () {
       'the same build alerts where the IPs are unknown',
     );
     for (const ip of BUILD_IPS) assert.equal(await inRedisSet(r, prefix, 'old', ip), true, `${ip} copied into its bucket on first sight`);
+  });
+
+  it('session loads read the single-slot layout too, the sharded one winning', async () => {
+    const prefix = TestRedis.prefix();
+    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: prefix, environment: 'sess' });
+    await writeLegacy(r, prefix, 'sess', ['192.0.2.50'], Date.now() - DAY);
+    const writer = await createStores(cfg, { logger: silentLogger(), metrics: new Metrics() });
+    open.push(writer);
+    // Sessions written in the current layout, then renamed to where the first layout kept them.
+    const build = loadEvents('buildkit-run-curl.jsonl');
+    const metrics = new Metrics();
+    const c = new Correlator(cfg, { stores: writer, sink: new CollectingSink(), metrics, logger: silentLogger() });
+    for (const ev of build.slice(0, -1)) await c.handle(ev);
+    await c.flush();
+    await c.close();
+    const host = build[0]?.hostname ?? '';
+    const now = await writer.sessions.load('sess', [host]);
+    assert.ok((now.get(host)?.sessions.length ?? 0) > 0, 'the build opened a session');
+    await r.rename(envKeys(prefix, 'sess').sessions(host), legacyKeys(prefix, 'sess').sessions(host));
+    const reader = await createStores(cfg, { logger: silentLogger(), metrics: new Metrics() });
+    open.push(reader);
+    const loaded = await reader.sessions.load('sess', [host]);
+    assert.deepEqual(
+      loaded.get(host)?.sessions.map((x) => x.id),
+      now.get(host)?.sessions.map((x) => x.id),
+    );
   });
 
   it('`t1612d migrate` moves the set and says how many', async () => {

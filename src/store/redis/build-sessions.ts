@@ -5,7 +5,8 @@
  * daemons writing the same host merge instead of clobbering, and the key's TTL is refreshed on
  * every write: it expires a build window after the host's last build activity. Several hosts
  * are written and read with one pipeline per Redis node. A daemon that started while the
- * first layout (`{prefix:env}:sessions:<host>`) was still there reads it too.
+ * first layout (`{prefix:env}:sessions:<host>`) was still there, or within a day of the
+ * move, reads it too.
  */
 import type { RedisClient } from './connection.js';
 import {
@@ -51,7 +52,7 @@ export class RedisBuildSessionStore implements BuildSessionStore {
     const out = new Map<string, HostSnapshot>();
     if (hosts.length === 0) return out;
     const k = envKeys(this.prefix, environment);
-    const legacy = this.layouts && (await this.layouts.get(environment)).legacyAtStart ? legacyKeys(this.prefix, environment) : null;
+    const legacy = this.layouts && (await this.layouts.get(environment)).legacySessions ? legacyKeys(this.prefix, environment) : null;
     const perHost = new Map<string, { key: string }[]>();
     for (const host of hosts) {
       // The current layout first: its records win over the first layout's.

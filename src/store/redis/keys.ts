@@ -19,7 +19,7 @@ export interface EnvKeys {
   tag: string;
   /** STRING learning-period start ms (TTL: retention + learning period, refreshed). */
   learning: string;
-  /** STRING `<layout version>:<buckets>`: how the known-IP set is cut (no TTL). */
+  /** STRING `2:<buckets>:<created ms>`: how the known-IP set is cut (no TTL). */
   layout: string;
   /** STRING bitmap, bit n set once bucket n has been written: the buckets a sweep visits (no TTL). */
   used: string;

@@ -11,8 +11,13 @@
 import type { RedisClient } from './connection.js';
 import { envKeys, legacyKeys } from './keys.js';
 
-/** Layout record version: `2:<buckets>` (the first layout had no record). */
+/** Layout record version: `2:<buckets>:<created ms>` (the first layout had no record). */
 const LAYOUT_VERSION = 2;
+/**
+ * For this long after the layout record was created, session loads also read the first
+ * layout's session keys: builds in progress when the fleet moved keep their sessions.
+ */
+const LEGACY_SESSIONS_MS = 24 * 3_600_000;
 
 // KEYS: layout, legacy known. ARGV: the record to write when none exists.
 // Returns: the record, whether the legacy set exists.
@@ -34,8 +39,8 @@ export interface EnvLayout {
   readonly buckets: number;
   /** The first layout's known set exists (or did when last looked): decisions read it too. */
   legacy: boolean;
-  /** The first layout existed when this daemon started: session loads read it too. */
-  readonly legacyAtStart: boolean;
+  /** The first layout may still hold sessions: session loads read it too. */
+  readonly legacySessions: boolean;
   /** The environment's learning start (ms) once known. */
   learningStart: number | null;
   /** Buckets this daemon has marked in the used-bucket bitmap (1 = marked). */
@@ -99,13 +104,14 @@ export class Layouts {
 
   private async init(environment: string): Promise<EnvLayout> {
     const k = envKeys(this.prefix, environment);
-    const wanted = `${LAYOUT_VERSION}:${this.buckets}`;
+    const wanted = `${LAYOUT_VERSION}:${this.buckets}:${Date.now()}`;
     const [record, legacy] = (await this.scripts.t1612dInit(k.layout, legacyKeys(this.prefix, environment).known, wanted)) as [
       string,
       number,
     ];
-    const m = /^2:(\d+)$/.exec(String(record));
+    const m = /^2:(\d+)(?::(\d+))?$/.exec(String(record));
     const stored = m ? Number(m[1]) : 0;
+    const created = Number(m?.[2] ?? 0);
     if (!(stored >= 1)) throw new Error(`unreadable known-IP layout record ${JSON.stringify(String(record).slice(0, 40))} at ${k.layout}`);
     if (stored !== this.buckets) {
       this.warn(
@@ -117,7 +123,7 @@ export class Layouts {
       environment,
       buckets: stored,
       legacy: legacy === 1,
-      legacyAtStart: legacy === 1,
+      legacySessions: legacy === 1 || Date.now() - created < LEGACY_SESSIONS_MS,
       learningStart: null,
       marked: new Uint8Array(stored),
     };
