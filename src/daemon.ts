@@ -5,9 +5,9 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
-import { describeError } from './model/errors.js';
 import { Intake } from './sources/intake.js';
-import { GrpcSource, grpcSourceOptionsFromConfig } from './sources/grpc-source.js';
+import { GrpcSource } from './sources/grpc-source.js';
+import { grpcSourceOptionsFromConfig } from './sources/grpc-options.js';
 import { HttpServer, type Readiness } from './sources/http-server.js';
 import { Metrics } from './ops/metrics.js';
 import { Correlator } from './detect/correlator.js';
@@ -181,7 +181,7 @@ export class Daemon {
           }),
         ]);
       } catch (err) {
-        this.logger.warn({ step: name, err: describeError(err) }, 'shutdown step failed');
+        this.logger.warn({ step: name, err }, 'shutdown step failed');
       } finally {
         if (timer) clearTimeout(timer);
       }

@@ -10,10 +10,11 @@ import { resolveConfig, describeSettings, type Config } from './config/config.js
 import { ConfigError, describeError } from './model/errors.js';
 import { createLogger, type Logger } from './ops/logger.js';
 import { Daemon } from './daemon.js';
-import { openInput, runReplay } from './replay.js';
+import { runReplay } from './replay.js';
 import { runDemo } from './demo/demo.js';
 import { runRulesCheck } from './rules/check.js';
 import { replayDeadLetters } from './deliver/outbox.js';
+import { alertsOnStdout } from './deliver/sinks.js';
 import { Metrics } from './ops/metrics.js';
 import { migrateKnownIps } from './store/stores.js';
 
@@ -39,7 +40,11 @@ function loadConfig(file: string | undefined, overrides?: Partial<Config>): Conf
 
 async function cmdRun(configFile: string | undefined): Promise<number> {
   const config = loadConfig(configFile);
-  const logger = createLogger({ level: config.logLevel });
+  // Alerts printed on stdout must not interleave with log lines: the logs move to stderr.
+  const logger = createLogger({
+    level: config.logLevel,
+    destination: alertsOnStdout(config) ? pino.destination({ fd: 2, sync: false }) : undefined,
+  });
   const daemon = new Daemon(config, { logger });
   let stopping = false;
   const stop = (signal: string): void => {
@@ -49,7 +54,7 @@ async function cmdRun(configFile: string | undefined): Promise<number> {
     daemon.close().then(
       () => process.exit(0),
       (err: unknown) => {
-        logger.error({ err: describeError(err) }, 'stop failed');
+        logger.error({ err }, 'stop failed');
         process.exit(1);
       },
     );
@@ -59,7 +64,7 @@ async function cmdRun(configFile: string | undefined): Promise<number> {
   // A failure nothing else caught means state we cannot trust: say so, stop cleanly (pending
   // alerts stay in the Redis outbox) and exit non-zero so the supervisor restarts us.
   const fatal = (kind: string) => (err: unknown): void => {
-    logger.fatal({ err: describeError(err), stack: err instanceof Error ? err.stack : undefined }, kind);
+    logger.fatal({ err }, kind);
     process.exitCode = 1;
     if (stopping) return;
     stopping = true;
@@ -81,7 +86,7 @@ async function cmdReplay(path: string | undefined, configFile: string | undefine
   const config = loadConfig(configFile);
   // Logs go to stderr so stdout carries only alerts.
   const logger = createLogger({ level: config.logLevel === 'info' ? 'warn' : config.logLevel, destination: pino.destination({ fd: 2, sync: true }) });
-  const result = await runReplay(openInput(path), config, process.stdout, logger);
+  const result = await runReplay(path, config, process.stdout, logger);
   process.stderr.write(`t1612d replay: ${result.events} events, ${result.invalid} invalid, ${result.alerts.length} alerts\n`);
   return 0;
 }

@@ -3,12 +3,11 @@
  * (sources disabled), each alert printed as one JSON line. In-memory stores unless Redis is
  * configured. This is the tuning loop: record once, replay against new settings.
  */
-import { createReadStream } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
 import { Daemon } from './daemon.js';
-import { readEventStream } from './sources/file-source.js';
+import { readEventFile, readEventStream } from './sources/file-source.js';
 import type { Alert, AlertSink } from './model/alert.js';
 
 export interface ReplayResult {
@@ -17,8 +16,9 @@ export interface ReplayResult {
   alerts: Alert[];
 }
 
+/** Replay FILE (`-` = stdin, `.gz` decompressed) or an already open stream. */
 export async function runReplay(
-  input: Readable,
+  input: Readable | string,
   config: Config,
   out: Writable,
   logger: Logger,
@@ -35,16 +35,14 @@ export async function runReplay(
   const daemon = new Daemon(config, { logger, alertSink: printer, sources: false });
   await daemon.start();
   try {
-    const counts = await readEventStream(input, daemon.intake, { source: 'file' });
+    const counts =
+      typeof input === 'string'
+        ? await readEventFile(input, daemon.intake, { source: 'file' })
+        : await readEventStream(input, daemon.intake, { source: 'file' });
     await daemon.intake.whenIdle();
     return { ...counts, alerts };
   } finally {
     // close() flushes the correlator, so every decided alert has been printed when it resolves.
     await daemon.close();
   }
-}
-
-/** Open FILE, or stdin for `-`. */
-export function openInput(path: string): Readable {
-  return path === '-' ? process.stdin : createReadStream(path);
 }

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from './support/wait.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 't1612d.js');
 
@@ -43,18 +44,18 @@ function run(args: string[], env: Record<string, string> = {}, input?: string, t
  * The port a daemon started with T1612D_HTTP_ADDRESS=127.0.0.1:0 bound, read from its
  * "http server listening" log line: asking the kernel avoids racing anyone for a free port.
  */
-async function listeningPort(child: ChildProcess, stdout: () => string, timeoutMs = 10_000): Promise<number> {
+async function listeningPort(child: ChildProcess, logs: () => string, timeoutMs = 10_000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     // Only whole lines: the last element may still be arriving.
-    for (const line of stdout().split('\n').slice(0, -1)) {
+    for (const line of logs().split('\n').slice(0, -1)) {
       if (!line.includes('"msg":"http server listening"')) continue;
       const { port } = JSON.parse(line) as { port?: unknown };
       assert.ok(typeof port === 'number' && port > 0, `no port in ${line}`);
       return port;
     }
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`t1612d exited before listening: ${stdout()}`);
-    if (Date.now() > deadline) throw new Error(`t1612d did not log "http server listening" within ${timeoutMs} ms: ${stdout()}`);
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`t1612d exited before listening: ${logs()}`);
+    if (Date.now() > deadline) throw new Error(`t1612d did not log "http server listening" within ${timeoutMs} ms: ${logs()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -93,30 +94,47 @@ describe('t1612d CLI', function () {
     assert.match(r.stderr, /unknown command bulid/);
   });
 
-  it('runs, serves /healthz, and stops gracefully on SIGTERM', async () => {
+  it('runs, serves /healthz, prints alerts alone on stdout (logs on stderr), and stops gracefully on SIGTERM', async () => {
+    const { readFileSync } = await import('node:fs');
+    const sample = readFileSync(join(import.meta.dirname, '..', 'examples', 'sample-events.jsonl'), 'utf8');
     const child = spawn(process.execPath, [BIN, 'run'], {
       env: {
         PATH: process.env['PATH'] ?? '',
         T1612D_FALCO_GRPC_ADDRESS: '',
         T1612D_HTTP_ADDRESS: '127.0.0.1:0',
         T1612D_LOG_LEVEL: 'info',
+        T1612D_ALLOW_CIDRS: '104.16.0.0/13',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
+    let logs = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (logs += d.toString()));
     try {
-      const port = await listeningPort(child, () => out);
+      const port = await listeningPort(child, () => logs);
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
-      assert.ok(health.ok, `not healthy: ${out}`);
+      assert.ok(health.ok, `not healthy: ${logs}`);
       await health.text();
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
       assert.equal(ready.status, 200, 'HTTP-only mode with memory stores is ready');
       await ready.text();
+      const posted = await fetch(`http://127.0.0.1:${port}/falco`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: sample,
+      });
+      assert.equal(posted.status, 200, await posted.text());
+      await waitFor('the alert on stdout', () => out.includes('\n'));
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
-      assert.match(out, /"msg":"t1612d stopped"/);
+      assert.match(logs, /"msg":"t1612d stopped"/);
+      const lines = out.trim().split('\n');
+      assert.equal(lines.length, 1, `stdout holds the one alert and nothing else: ${out}`);
+      const alert = JSON.parse(lines[0] ?? '{}') as { technique?: { id: string }; destination?: { ip: string } };
+      assert.equal(alert.technique?.id, 'T1612');
+      assert.equal(alert.destination?.ip, '203.0.113.66');
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveConfig, envName, yamlKey, parseDuration } from '../src/config/config.js';
+import { resolveConfig, envName, yamlKey } from '../src/config/config.js';
+import { parseDuration } from '../src/config/parse.js';
 import { ConfigError } from '../src/model/errors.js';
 
 describe('config', () => {

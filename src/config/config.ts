@@ -12,7 +12,6 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError, describeError } from '../model/errors.js';
 import { expected, parseValue, type Setting as ValueSetting } from './parse.js';
 
-export { parseCidr, parseDuration } from './parse.js';
 
 /** A setting of the table below: a field of Config, how to parse it, its default. */
 interface Setting extends ValueSetting {
@@ -25,6 +24,7 @@ export interface Config {
   falcoGrpcAddress: string;
   /** `sub` (bidirectional, polled) or `get` (repeated drains). */
   falcoGrpcMethod: 'sub' | 'get';
+  /** CA, client certificate and key for TCP (mutual TLS); all three required with a TCP address. */
   falcoGrpcCaFile: string | undefined;
   falcoGrpcCertFile: string | undefined;
   falcoGrpcKeyFile: string | undefined;

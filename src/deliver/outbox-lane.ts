@@ -125,7 +125,7 @@ export class Lane {
         if (this.held.has(entry.id)) continue;
         const task = this.deliver(entry)
           .catch((err: unknown) => {
-            logger.error({ sink: name, entry: entry.id, err: describeError(err) }, 'outbox delivery task failed');
+            logger.error({ sink: name, entry: entry.id, err }, 'outbox delivery task failed');
           })
           .finally(() => {
             this.held.delete(entry.id);

@@ -10,6 +10,11 @@ import { SidekickSink } from './sidekick.js';
 import { StdoutSink } from './stdout.js';
 import { WebhookSink } from './webhook.js';
 
+/** No webhook and no Falcosidekick: alerts go to stdout, so the logs must go to stderr. */
+export function alertsOnStdout(cfg: Config): boolean {
+  return !cfg.webhookUrl && !cfg.sidekickUrl;
+}
+
 export function createSinks(cfg: Config, deps: { logger: Logger }): Sink[] {
   const sinks: Sink[] = [];
   const webhook = WebhookSink.fromConfig(cfg, deps.logger);

@@ -34,8 +34,12 @@ export class ClosedError extends Error {
   }
 }
 
-/** Short, single-line description of any thrown value, for logs and error messages. */
+/**
+ * Short, single-line description of any thrown value, for expected failures (a refused
+ * connection, an invalid event) and error messages. Unexpected errors are logged whole instead
+ * (`logger.error({ err }, …)`: pino's `err` serializer keeps the type and the stack).
+ */
 export function describeError(err: unknown): string {
-  if (err instanceof Error) return err.message.split('\n')[0] ?? err.name;
+  if (err instanceof Error) return err.message.split('\n')[0] || err.name;
   return String(err);
 }

@@ -4,8 +4,6 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-export type EventKind = 'build' | 'egress' | 'other' | 'invalid';
-
 export class Metrics {
   readonly registry = new Registry();
 

@@ -17,7 +17,10 @@ export interface GrpcSourceOptions {
   address: string;
   /** `sub` (bidirectional, polled) or `get` (repeated drains). @default 'sub' */
   method?: 'sub' | 'get';
-  /** CA that signed Falco's server certificate (TCP). @default system roots */
+  /**
+   * CA that signed Falco's server certificate (TCP). The daemon's settings require it with a
+   * TCP address (config.ts); left out here, the system roots verify the server.
+   */
   caFile?: string | undefined;
   /** Client certificate (TCP; Falco requires one). */
   certFile?: string | undefined;

@@ -8,8 +8,7 @@
  * loses events by being slow: it stops asking (and stops reading) while the Intake is full.
  *
  * Option resolution and channel settings live in grpc-options.ts, failure classification and
- * logging in grpc-failures.ts; `grpcSourceOptionsFromConfig`, `GrpcSourceOptions` and
- * `MAX_RECEIVE_MESSAGE_BYTES` are re-exported here for existing importers.
+ * logging in grpc-failures.ts.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -24,7 +23,6 @@ import { GET_PATH, loadFalcoProto, SUB_PATH, UndecodableResponse, type DecodedMe
 import { SubPoller } from './sub-poller.js';
 import type { TlsMaterial } from './tls-diagnosis.js';
 
-export { grpcSourceOptionsFromConfig, MAX_RECEIVE_MESSAGE_BYTES, type GrpcSourceOptions } from './grpc-options.js';
 
 export type FalcoStatus = 'idle' | 'connecting' | 'connected' | 'backoff' | 'closed';
 
@@ -88,7 +86,7 @@ export class GrpcSource {
     if (this.loop || this.closing) return;
     this.loop = this.run().catch((err: unknown) => {
       // Unreachable by design; a bug here must not take the daemon down silently.
-      this.logger.error({ err: describeError(err), address: this.opts.address }, 'falco grpc source stopped unexpectedly');
+      this.logger.error({ err, address: this.opts.address }, 'falco grpc source stopped unexpectedly');
     });
   }
 

@@ -4,7 +4,7 @@
  * - one JSON event per request (Falco's `http_output` with `json_output: true`);
  * - a JSON array of events (Falcosidekick-style forwarders and batchers);
  * - newline-delimited JSON, one event (or array of events) per line.
- * The server (src/ops/http-server.ts) decides status codes; this module only parses.
+ * The server (http-server.ts) decides status codes; this module only parses.
  */
 import { describeError, InvalidEventError } from '../model/errors.js';
 import { fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../model/event.js';

@@ -123,7 +123,7 @@ export class Intake {
           if (r !== undefined) await r;
         } catch (err) {
           // The consumer owns its failures; this is a last line of defence, never a crash.
-          this.opts.logger.error({ err: describeError(err), rule: item.ev.rule }, 'event consumer failed');
+          this.opts.logger.error({ err, rule: item.ev.rule }, 'event consumer failed');
         }
         if (!this.full && this.waiters.length > 0) this.wake();
       }
