@@ -8,7 +8,8 @@
  *    (512), decide tokens swept away as they are after a day;
  * 2. decisions per second on 1 master and on a 3-master cluster: several store clients, each
  *    deciding correlator-sized batches (1,000) of never-seen IPs (the costliest case), and the
- *    Redis time per decision (EVALSHA `usec` from INFO commandstats, summed over masters).
+ *    Redis time per decision (EVALSHA `usec` from INFO commandstats, summed over masters) and
+ *    how it splits between the masters.
  *
  * Always a private redis-server / cluster (REDIS_URL is ignored: the memory figures need a
  * server nobody else writes to).
@@ -114,19 +115,19 @@ async function bytesPerIp(): Promise<void> {
   }
 }
 
-/** Total EVALSHA microseconds on the given servers (INFO commandstats). */
-async function evalUsec(urls: string[]): Promise<number> {
-  let sum = 0;
+/** EVALSHA microseconds per server so far (INFO commandstats). */
+async function evalUsec(urls: string[]): Promise<number[]> {
+  const out: number[] = [];
   for (const url of urls) {
     const r = new Redis(url);
     try {
       const m = /cmdstat_evalsha:calls=\d+,usec=(\d+)/.exec(await r.info('commandstats'));
-      sum += Number(m?.[1] ?? 0);
+      out.push(Number(m?.[1] ?? 0));
     } finally {
       r.disconnect();
     }
   }
-  return sum;
+  return out;
 }
 
 async function decisionsPerSecond(what: string, cfg: Config, total: number, servers: string[]): Promise<void> {
@@ -150,9 +151,11 @@ async function decisionsPerSecond(what: string, cfg: Config, total: number, serv
     );
     const secs = (performance.now() - t0) / 1000;
     const n = per * DECIDE_BATCH * CLIENTS;
-    const usec = (await evalUsec(servers)) - usec0;
+    const perServer = (await evalUsec(servers)).map((u, i) => u - (usec0[i] ?? 0));
+    const usec = perServer.reduce((a, b) => a + b, 0);
+    const shares = perServer.map((u) => `${Math.round((100 * u) / Math.max(1, usec))}%`).join('/');
     console.log(
-      `${`decisions, ${what}`.padEnd(58)} ${fmt(n / secs).padStart(8)} decisions/s  (${CLIENTS} clients, batches of ${DECIDE_BATCH}, ${fmt(n)} new IPs; Redis ${(usec / n).toFixed(1)} µs/decision)`,
+      `${`decisions, ${what}`.padEnd(58)} ${fmt(n / secs).padStart(8)} decisions/s  (${CLIENTS} clients, batches of ${DECIDE_BATCH}, ${fmt(n)} new IPs; Redis ${(usec / n).toFixed(1)} µs/decision, split ${shares})`,
     );
   } finally {
     await Promise.all(fleet.map((s) => s.close()));
