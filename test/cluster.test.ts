@@ -13,6 +13,7 @@ import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { renderScript, ATTACK_HOST, REGISTRY_CIDR } from '../src/demo/script.js';
 import { createStores } from '../src/store/stores.js';
+import { legacyKeys } from '../src/store/redis/keys.js';
 import { TestRedis } from './support/redis.js';
 import { TestRedisCluster } from './support/redis-cluster.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
@@ -108,6 +109,36 @@ describe('Redis Cluster', function () {
       assert.equal(all.filter((k) => k.endsWith('}:sessions')).length, HOSTS, 'one session key per host');
     } finally {
       await Promise.all(daemons.map((d) => d.close()));
+      admin.disconnect();
+    }
+  });
+
+  it('retention sweep and migration from the single-slot layout run on the cluster', async () => {
+    const prefix = TestRedis.prefix();
+    const cfg = config(prefix);
+    const admin = new Cluster(cluster.nodes.map((n) => ({ host: '127.0.0.1', port: Number(n.split(':')[1]) })));
+    const stores = await createStores(cfg, { logger: silentLogger(), metrics: new Metrics() });
+    try {
+      const now = Date.now();
+      const old = legacyKeys(prefix, 'prod');
+      const legacy = Array.from({ length: 1500 }, (_, i) => `10.1.${i >> 8}.${i & 255}`);
+      await admin.zadd(old.known, ...legacy.flatMap((ip) => [now - 86_400_000, ip]));
+      await admin.hset(old.first, ...legacy.flatMap((ip) => [ip, `${now - 2 * 86_400_000}|t`]));
+      const fresh = Array.from({ length: 300 }, (_, i) => `198.19.${i >> 8}.${i & 255}`);
+      const decided = await stores.firstSeen.decide(
+        'prod',
+        [...legacy.slice(0, 5), ...fresh].map((ip, i) => ({ ip, eventTimeMs: now, token: `c${i}`, claim: null })),
+        { nowMs: now, retentionMs: cfg.firstSeenRetentionMs, learningPeriodMs: 0, learningStartCandidate: now, claimTtlMs: 60_000 },
+      );
+      assert.equal(decided.results.filter((r) => r.isNew).length, fresh.length, 'only the fresh IPs are new');
+      assert.equal(await stores.firstSeen.maintain('prod', now, cfg.firstSeenRetentionMs), legacy.length + fresh.length);
+      assert.equal(await admin.exists(old.known), 0, 'the single-slot set is gone');
+      // Past the retention, a sweep over every master empties the set.
+      assert.equal(await stores.firstSeen.maintain('prod', now + cfg.firstSeenRetentionMs + 86_400_000, cfg.firstSeenRetentionMs), 0);
+      const left = (await Promise.all(admin.nodes('master').map((m) => m.keys(`{${prefix}:prod:ip:*}:known`)))).flat();
+      assert.deepEqual(left, []);
+    } finally {
+      await stores.close();
       admin.disconnect();
     }
   });
