@@ -83,6 +83,13 @@ for (const kind of ['memory', 'redis'] as const) {
       assert.deepEqual(again, { isNew: true, firstSeenAt: T0 + 31 * DAY, learning: false, claimed: false });
     });
 
+    it('retention boundary: known at exactly the retention, new a minute later (also after a sweep)', async () => {
+      await stores.firstSeen.decide(env, [item('203.0.113.50'), item('203.0.113.51')], opts(T0));
+      assert.equal((await decideOne(item('203.0.113.50'), opts(T0 + RETENTION)))?.isNew, false, 'at the edge');
+      assert.equal(await stores.firstSeen.maintain(env, T0 + RETENTION, RETENTION), 2, 'the sweep keeps the edge');
+      assert.equal((await decideOne(item('203.0.113.51'), opts(T0 + RETENTION + 60_000)))?.isNew, true, 'past it');
+    });
+
     it('maintain() drops IPs past the retention and counts the rest, over every bucket', async () => {
       // 600 IPs land in far more buckets than one sweep step covers.
       const old = Array.from({ length: 600 }, (_, i) => `198.51.${100 + (i >> 8)}.${i & 255}`);
@@ -205,6 +212,17 @@ for (const kind of ['memory', 'redis'] as const) {
         assert.equal((await probe?.hgetBuffer(key, ipField(ip)))?.toString(), String(minute * 2 ** 26 + minute));
         assert.equal((await decideOne({ ip, eventTimeMs: late, token: 'tok-x', claim: null }, opts(late)))?.isNew, false);
         assert.equal((await probe?.hgetBuffer(key, ipField(ip)))?.toString(), String(minute * 2 ** 26 + late / 60_000), 'last seen refreshed');
+
+        // A refresh within the token's time keeps it (a retry after another daemon's refresh is
+        // still "new"); a refresh after it drops it without waiting for a sweep.
+        const ip2 = '203.0.113.31';
+        const key2 = k.bucket(bucketOf(ipField(ip2), cfg.knownIpBuckets));
+        await decideOne({ ip: ip2, eventTimeMs: T0, token: 'tok-y', claim: null }, opts(T0));
+        await decideOne({ ip: ip2, eventTimeMs: T0 + HOUR, token: '', claim: null }, opts(T0 + HOUR));
+        assert.equal((await decideOne({ ip: ip2, eventTimeMs: T0, token: 'tok-y', claim: null }, opts(T0 + HOUR)))?.isNew, true);
+        assert.equal((await probe?.hgetBuffer(key2, ipField(ip2)))?.toString(), `${minute * 2 ** 26 + minute + 60}|${T0}|tok-y`);
+        await decideOne({ ip: ip2, eventTimeMs: late, token: '', claim: null }, opts(late));
+        assert.equal((await probe?.hgetBuffer(key2, ipField(ip2)))?.toString(), String(minute * 2 ** 26 + late / 60_000));
       });
 
       it('keeps the bucket count an environment was written with', async () => {
