@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # t1612d container image: compiled JavaScript on the official Node 20 image, production
 # dependencies only, non-root, tini as PID 1. Build: `docker build -t t1612d .`
 # Run beside Falco with docker-compose.yml (Falco <= 0.43, gRPC) or

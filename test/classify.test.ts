@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import {
   classify,
   imagesFromCmdline,
-  normaliseImageRef,
   parseCgroups,
   type BuildSignal,
   type EgressSignal,
 } from '../src/detect/classify.js';
+import { normaliseImageRef } from '../src/detect/builders.js';
 import { CidrSet, DomainSuffixSet, isIgnoredAddress, normaliseIp } from '../src/detect/net.js';
 import type { FalcoEvent } from '../src/model/event.js';
 import { loadEvents } from './support/scenarios.js';

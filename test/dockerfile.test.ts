@@ -71,6 +71,11 @@ describe('Dockerfile', () => {
     for (const s of stages) assert.match(s.from, /^node:20\.\d+\.\d+-[a-z0-9.-]+$/, `FROM ${s.from}`);
   });
 
+  it('needs no frontend image: no `# syntax=` line, so BuildKit builds offline with its built-in parser', () => {
+    const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+    assert.doesNotMatch(text, /^#\s*syntax\s*=/im, 'a syntax directive makes BuildKit pull its frontend image from a registry');
+  });
+
   it('compiles with the full dependency set, then ships production dependencies only', () => {
     const build = stages.find((s) => s.steps.some((i) => i.op === 'RUN' && /\bnpm run build\b/.test(i.args)));
     assert.ok(build?.name, 'a named stage runs npm run build');

@@ -1,5 +1,6 @@
 // Normalisation of Falco JSON alerts and the big-integer-preserving JSON parser.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { InvalidEventError } from '../src/model/errors.js';
 import {
   eventTimeMs,
@@ -162,6 +163,26 @@ describe('FalcoEvent normalisation (fromFalcoJson)', () => {
       source_deprecated: 'SYSCALL',
     });
     assert.deepEqual(fromGrpc, fromJson);
+  });
+
+  it("takes the text output from inside a gRPC output that carries the whole JSON line (Falco 0.43.1, json_output)", () => {
+    const line = readFileSync(new URL('./fixtures/falco-captures/real-falco-0.43.1-builds.jsonl', import.meta.url), 'utf8').split('\n')[0] ?? '';
+    const json = JSON.parse(line) as { output: string };
+    const ev = fromGrpcResponse({
+      time: { seconds: '1796174889', nanos: 433115774 },
+      priority: 'INFORMATIONAL',
+      rule: 'T1612 Container Outbound Connection',
+      output: line,
+      output_fields: { 'fd.sip': '203.0.113.10' },
+      hostname: 'vm',
+      tags: ['t1612_egress'],
+      source: 'syscall',
+    });
+    assert.equal(ev.output, json.output);
+    // Text that merely starts like JSON, or JSON without an output, is kept as given.
+    for (const output of ['{"not json', '{"rule":"x"}']) {
+      assert.equal(fromGrpcResponse({ time: { seconds: '1', nanos: 0 }, rule: 'r', output, output_fields: {}, tags: [] }).output, output);
+    }
   });
 
   it('classifies by tag', () => {

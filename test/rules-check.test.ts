@@ -68,7 +68,8 @@ describe('rules check', function () {
       // The overrides took effect the way Falco applies them.
       const items = [...(await parseRulesFile(shipped)).items, ...(await parseRulesFile(tuning)).items];
       const c = collect(items, []);
-      assert.equal(c.rules.get('T1612 Image Layer Commit')?.enabled, false);
+      assert.equal(c.rules.get('T1612 Builder Daemon Outbound Connection')?.enabled, false);
+      assert.ok(c.lists.get('t1612_dns_resolver_networks')?.items.includes('"192.0.2.53/32"'));
       assert.ok(c.lists.get('t1612_ci_build_agents')?.items.includes('gitlab-runner'));
       assert.deepEqual(c.lists.get('t1612_registry_networks')?.items, ['"0.0.0.0/32"', '"192.0.2.0/24"']);
       assert.equal(c.rules.get('T1612 Image Build Command Executed')?.exceptions[0]?.name, 'release_pipeline');
@@ -273,8 +274,10 @@ describe('rules check', function () {
         assert.equal(ev.priority, priority.charAt(0).toUpperCase() + priority.slice(1), where);
         for (const k of keys) {
           const v = raw.output_fields[k];
-          const text = v === null || v === '' ? '<NA>' : String(v);
-          assert.ok(ev.output.includes(` ${k}=${text}`) || ev.output.includes(`(${k}=${text}`), `${where}: output line lacks ${k}=${text}`);
+          // Falco 0.43 prints an empty value as nothing (`k= `), older fixtures as <NA>.
+          const texts = v === null ? ['<NA>'] : v === '' ? ['<NA>', ''] : [String(v)];
+          const has = (text: string): boolean => ev.output.includes(` ${k}=${text}`) || ev.output.includes(`(${k}=${text}`);
+          assert.ok(texts.some(has), `${where}: output line lacks ${k}=${texts[0] ?? ''}`);
         }
       }
       return seen;

@@ -1,10 +1,12 @@
 /**
  * Attribution: which open build session, if any, an egress event belongs to, and how strongly.
  *
- * Order: lineage (the connecting process descends from the session's builder or build step),
- * then image (a container started from an image the session built), then window (same host,
- * inside the window; only when `attribute_window_only` is on). Severity follows from the
- * attribution and whether the build came over the remote Docker API.
+ * Order: lineage (the connecting process descends from the session's builder or build step,
+ * or is a classic-builder step container the session's evidence explains), then image (a
+ * container started from an image the session built, after the build began), then window
+ * (same host, inside the window; only when `attribute_window_only` is on). Severity follows
+ * from the attribution and whether the build came over the remote Docker API. Works on the
+ * classified signal only (classify.ts); builder facts live in builders.ts.
  *
  * A builder's own connections (dockerd, buildkitd, buildah, podman, kaniko's executor) are a
  * class of their own: mostly base-image pulls and pushes, whose registries rotate CDN
@@ -15,14 +17,8 @@
  */
 import type { Attribution, Severity } from '../model/alert.js';
 import type { EgressSignal } from './classify.js';
-import {
-  STEP_PARENTS,
-  STEP_RUNTIMES,
-  cgroupMatches,
-  isBareImageId,
-  isKanikoExecutor,
-  normaliseImageRef,
-} from './classify.js';
+import { CLASSIC_ENGINE, imageAliases, repositoryOf, sameBuild } from './builders.js';
+import { sharesLineage } from './sessions.js';
 import type { SessionRecord } from '../model/session.js';
 
 export interface AttributionResult {
@@ -37,87 +33,81 @@ export interface AttributionOptions {
   windowOnly: boolean;
   /** `alert_builder_egress`: a builder's own connections during a build count. */
   builderEgress: boolean;
+  /** Clock-skew tolerance, ms (container start vs build start). */
+  clockSkewMs: number;
 }
 
-/** Builders whose own connections during a build are build inputs (pulls, `ADD <url>`). */
-const FETCHING_BUILDERS: ReadonlySet<string> = new Set(['dockerd', 'buildkitd', 'buildah', 'podman']);
-
-/** Lineage by recorded identity: pid tree, build cgroup, build container. */
-function sharesLineage(s: SessionRecord, sig: EgressSignal): boolean {
-  if (sig.proc.pid !== null && s.pids.includes(sig.proc.pid)) return true;
-  for (const p of sig.proc.ancestorPids) if (s.pids.includes(p)) return true;
-  for (const c of sig.cgroups) for (const k of s.cgroups) if (cgroupMatches(c, k)) return true;
-  return sig.containerId !== null && s.containers.includes(sig.containerId);
+/** What the correlator knows about the connecting container. */
+export interface ContainerFacts {
+  /** When the container started (the plugin's start time when printed, else first seen), ms. */
+  startedAt: number | null;
 }
 
 /**
- * Structural evidence that the process runs inside a build step, even when the step's own
- * build signal was missed: a step runtime with a builder above it (a normal container has
- * containerd-shim instead, and runc long gone), a build cgroup, the kaniko executor container,
- * or a container started from an untagged image id (the classic builder's step containers).
- * The runtime and the builder need not be adjacent: buildah runs its runtime through a
- * re-executed helper (`exe`), as the rules' `proc.aname in (…)` allows too.
+ * Does a running container's image match an image the build named? `running` is the signal's
+ * canonical reference; a tagless one (the plugin dropped the tag, as it does for
+ * `host:port/repo:tag`) matches any tag of the repository. `built` holds canonical references.
  */
-export function isBuildStep(sig: EgressSignal): boolean {
-  if (sig.cgroups.length > 0) return true;
-  let runtime = STEP_RUNTIMES.has(sig.proc.name ?? '');
-  for (const a of sig.proc.ancestorNames) {
-    if (a === null) continue;
-    if (runtime && STEP_PARENTS.has(a)) return true;
-    if (STEP_RUNTIMES.has(a)) runtime = true;
+export function imageMatches(built: readonly string[], running: string): boolean {
+  const tagless = running.lastIndexOf(':') <= running.lastIndexOf('/');
+  for (const b of built) {
+    for (const alias of imageAliases(b)) {
+      if (tagless ? repositoryOf(alias) === running : alias === running) return true;
+    }
   }
-  if (sig.containerId === null) return false;
-  const image = sig.image ?? '';
-  return image.includes('kaniko-project/executor') || isBareImageId(image);
-}
-
-/** Is the connecting process a builder daemon (dockerd, buildkitd, containerd, buildah, podman)? */
-export function isBuilderDaemon(sig: EgressSignal): boolean {
-  return sig.proc.name !== null && STEP_PARENTS.has(sig.proc.name) && sig.cgroups.length === 0;
-}
-
-/** A builder fetching for a build: a builder daemon but containerd, or kaniko's executor itself. */
-function isFetchingBuilder(sig: EgressSignal): boolean {
-  if (sig.cgroups.length > 0) return false;
-  return (sig.proc.name !== null && FETCHING_BUILDERS.has(sig.proc.name)) || isKanikoExecutor(sig.proc, sig.containerId);
+  return false;
 }
 
 /**
- * Does a running container's image match an image the build named? Both are normalised
- * (docker.io/library/ spelled out, :latest implied, registry host:port kept). podman and
- * buildah store an unqualified `-t app:1` as `localhost/app:1`, so that spelling matches too.
+ * A classic-builder step container without image metadata: a `sh -c` container (classified
+ * as a candidate) that started while a `docker` build not known to be BuildKit (no
+ * DOCKER_BUILDKIT=1 or buildx, no BuildKit step of its own) was open, and not before it. The
+ * newest such build is the one.
  */
-export function imageMatches(built: string, running: string): boolean {
-  const b = normaliseImageRef(built);
-  if (b === null) return false;
-  if (b === running) return true;
-  const hub = 'docker.io/library/';
-  return b.startsWith(hub) && running === `localhost/${b.slice(hub.length)}`;
+function classicSession(sig: EgressSignal, open: readonly SessionRecord[], c: ContainerFacts, skewMs: number): SessionRecord | undefined {
+  if (!sig.classicCandidate || c.startedAt === null) return undefined;
+  let best: SessionRecord | undefined;
+  for (const s of open) {
+    if (s.engine !== CLASSIC_ENGINE || s.cgroups.length > 0 || s.dockerBuilder === 'buildkit') continue;
+    if (c.startedAt < s.startedAt - skewMs) continue;
+    if (!best || s.startedAt > best.startedAt) best = s;
+  }
+  return best;
 }
 
 /**
  * Attribute an egress event to one of `open` (sessions on its host covering its time, most
- * recently active first). Null when nothing ties them.
+ * recently active first). Null when nothing ties them; the correlator then lets a proven build
+ * step open or re-open its own session (sessions.ts applyStepEgress).
  */
 export function attribute(
   sig: EgressSignal,
   open: readonly SessionRecord[],
   opts: AttributionOptions,
+  container: ContainerFacts = { startedAt: null },
 ): AttributionResult | null {
   const first = open[0];
   if (first === undefined) return null;
-  if (isBuilderDaemon(sig) || isKanikoExecutor(sig.proc, sig.containerId)) {
-    if (!opts.builderEgress || !isFetchingBuilder(sig)) return null;
+  if (sig.builderOwn) {
+    if (!opts.builderEgress || !sig.fetching) return null;
     const tied = open.find((s) => sharesLineage(s, sig));
     // dockerd and buildkitd serve every build on the host: the newest build is the best guess.
     return tied ? { session: tied, kind: 'lineage', builder: true } : { session: first, kind: 'window', builder: true };
   }
   for (const s of open) if (sharesLineage(s, sig)) return { session: s, kind: 'lineage', builder: false };
-  if (isBuildStep(sig)) return { session: first, kind: 'lineage', builder: false };
-  const image = normaliseImageRef(sig.image);
-  if (image !== null) {
+  if (sig.step !== null) {
+    // A step no session knows by key: the build in progress of the same builder, if any.
+    const same = open.find((s) => sameBuild(s.engine, sig.engine));
+    return same ? { session: same, kind: 'lineage', builder: false } : null;
+  }
+  const classic = classicSession(sig, open, container, opts.clockSkewMs);
+  if (classic) return { session: classic, kind: 'lineage', builder: false };
+  if (sig.imageRef !== null) {
     for (const s of open) {
-      if (s.images.some((i) => imageMatches(i, image))) return { session: s, kind: 'image', builder: false };
+      if (s.imageRefs.length === 0 || !imageMatches(s.imageRefs, sig.imageRef)) continue;
+      // Only a container started from the built image after the build began inherits it.
+      if (container.startedAt !== null && container.startedAt < s.startedAt - opts.clockSkewMs) continue;
+      return { session: s, kind: 'image', builder: false };
     }
   }
   return opts.windowOnly ? { session: first, kind: 'window', builder: false } : null;

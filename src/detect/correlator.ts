@@ -34,8 +34,10 @@ import { buildAlert } from './build-alert.js';
 import { classifyBuild, classifyEgress, egressDestination, type EgressSignal } from './classify.js';
 import { DecisionQueue, type Pending } from './decision-queue.js';
 import { CidrSet, DomainSuffixSet, isIgnoredAddress } from './net.js';
-import { OrphanPool, type Orphan } from './orphans.js';
+import { ContainerStarts } from './containers.js';
+import { OrphanPool, sessionKeys, type Orphan } from './orphans.js';
 import { SessionTable } from './sessions.js';
+import type { SessionRecord } from '../model/session.js';
 
 export interface CorrelatorDeps {
   stores: Stores;
@@ -53,6 +55,8 @@ interface Retro {
 }
 
 const BATCH = 1000;
+/** Containers whose start time is remembered (image lineage start order). */
+const MAX_CONTAINERS = 16_384;
 const MAINTAIN_EVERY_MS = 30_000;
 const LOG_EVERY_MS = 10_000;
 /** Cached known IPs refresh their last-seen at most this often (retention is days). */
@@ -72,6 +76,7 @@ export class Correlator {
   private readonly redelivery: AlertRedelivery;
   private readonly throttle: ThrottledLog;
   private readonly orphans: OrphanPool;
+  private readonly containers = new ContainerStarts(MAX_CONTAINERS);
   private readonly attribution: AttributionOptions;
   private retro: Retro[] = [];
   private readonly loadedHosts = new Set<string>();
@@ -99,7 +104,11 @@ export class Correlator {
     this.allowDomains = new DomainSuffixSet(cfg.allowDomains);
     this.refreshMs = Math.min(MAX_REFRESH_MS, Math.floor(cfg.firstSeenRetentionMs / 4));
     this.orphans = new OrphanPool(cfg.clockSkewMs);
-    this.attribution = { windowOnly: cfg.attributeWindowOnly, builderEgress: cfg.alertBuilderEgress };
+    this.attribution = {
+      windowOnly: cfg.attributeWindowOnly,
+      builderEgress: cfg.alertBuilderEgress,
+      clockSkewMs: cfg.clockSkewMs,
+    };
     this.throttle = new ThrottledLog(deps.logger, LOG_EVERY_MS);
     this.redelivery = new AlertRedelivery({
       sink: deps.sink,
@@ -187,6 +196,7 @@ export class Correlator {
   // ---------------------------------------------------------------------------------------
 
   private onEgress(ev: FalcoEvent): void | Promise<void> {
+    this.containers.observe(ev);
     // Only canonical texts enter the cache, so a raw hit needs no normalising (IPv6 parsing
     // allocates); a miss normalises and looks again.
     const raw = ev.fields['fd.sip'];
@@ -210,10 +220,11 @@ export class Correlator {
   }
 
   private onBuild(ev: FalcoEvent): void {
+    this.containers.observe(ev);
     const sig = classifyBuild(ev, ev.hostname || this.cfg.hostname);
     if (!this.loadedHosts.has(sig.host)) this.hostsToLoad.add(sig.host);
     const session = this.table.applyBuild(sig);
-    if (session) this.retroAttribute(sig.host);
+    if (session) this.retroAttribute(sig.host, session);
     if (this.table.hasDirty || this.hostsToLoad.size > 0 || this.retro.length > 0) this.queue.schedule();
   }
 
@@ -313,9 +324,7 @@ export class Correlator {
     const items: DecideItem[] = [];
     let minTime = Number.POSITIVE_INFINITY;
     for (const p of batch) {
-      if (p.attribution === undefined) {
-        p.attribution = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.attribution);
-      }
+      if (p.attribution === undefined) p.attribution = this.attributeOrOpen(p.sig);
       minTime = Math.min(minTime, p.sig.timeMs);
       items.push({ ip: p.sig.ip, eventTimeMs: p.sig.timeMs, token: p.token, claim: p.attribution?.session.id ?? null });
     }
@@ -349,7 +358,7 @@ export class Correlator {
     if (!a) {
       const orphan = { sig: p.sig, firstSeenAt: r.firstSeenAt, token: p.token, t0: p.t0, addedAt: this.now() };
       // A build signal may have landed while this decision was in flight.
-      const late = attribute(p.sig, this.table.openAt(p.sig.host, p.sig.timeMs), this.attribution);
+      const late = this.attributeTo(p.sig);
       if (late) this.retro.push({ orphan, attribution: late });
       else this.orphans.keep(orphan, this.now());
       return;
@@ -358,7 +367,30 @@ export class Correlator {
     await this.raise(p.sig, a, r.firstSeenAt, p.t0);
   }
 
+  /** Attribution among the sessions open at the egress's time. */
+  private attributeTo(sig: EgressSignal): AttributionResult | null {
+    const container = { startedAt: this.containers.startedAt(sig.containerId) };
+    return attribute(sig, this.table.openAt(sig.host, sig.timeMs), this.attribution, container);
+  }
+
+  /**
+   * Attribution, or for an egress that proves it runs in a build step (cgroup, runtime or
+   * helper lineage, kaniko) with no open session to take it: its own session, re-opened or
+   * opened from the egress (a step that outlived the window, or whose build signals were missed).
+   */
+  private attributeOrOpen(sig: EgressSignal): AttributionResult | null {
+    const a = this.attributeTo(sig);
+    // An untagged image id is a classic step only while a build runs (`docker run <id>` too).
+    if (a !== null || sig.step === null || sig.step === 'image-id') return a;
+    return { session: this.table.applyStepEgress(sig), kind: 'lineage', builder: false };
+  }
+
   private async raise(sig: EgressSignal, a: AttributionResult, firstSeenAt: number, t0: number): Promise<void> {
+    if (a.session.expected) {
+      // The user declared this build expected: its new IPs are learnt, never alerted.
+      this.deps.logger.debug({ session: a.session.id, ip: sig.ip, host: sig.host }, 'new IP from an expected build');
+      return;
+    }
     const severity = severityOf(a.session, a.kind, a.builder);
     const alert = buildAlert({
       builder: a.builder,
@@ -382,10 +414,10 @@ export class Correlator {
   // Late build signals: unattributed new IPs wait a clock-skew's time for their session
   // ---------------------------------------------------------------------------------------
 
-  private retroAttribute(host: string): void {
-    const found = this.orphans.take(host, this.now(), (o) =>
-      attribute(o.sig, this.table.openAt(host, o.sig.timeMs), this.attribution),
-    );
+  /** Orphans on `host` that `session` (or, without one, any session) may now explain. */
+  private retroAttribute(host: string, session?: SessionRecord): void {
+    const keys = session === undefined || this.attribution.windowOnly ? null : sessionKeys(session);
+    const found = this.orphans.take(host, this.now(), keys, (o) => this.attributeTo(o.sig));
     for (const f of found) this.retro.push({ orphan: f.orphan, attribution: f.match });
     if (this.retro.length > 0) this.queue.schedule();
   }
@@ -426,10 +458,5 @@ export class Correlator {
     } catch (err) {
       this.throttle.log('warn', 'maintain-failed', { err: describeError(err) }, 'first-seen maintenance failed');
     }
-  }
-
-  /** Count the known-IP set now (also runs every 30 s). */
-  async countKnownIps(): Promise<void> {
-    await this.maintain();
   }
 }

@@ -2,8 +2,12 @@
  * Build sessions in the correlator's memory: which builds are open on which host, and what
  * identifies them (builder pids, BuildKit/buildah cgroup ids, build containers, image tags).
  *
- * A session opens on the first build signal on a host, is extended by every further build
- * activity, and covers egress up to `build_window` after its last activity. Clock: event time
+ * A session opens on the first build signal on a host that can start a build (a build CLI, a
+ * step, a builder daemon start; a Docker API accept or a layer commit only ever extends or
+ * marks one), is extended by every further build activity, and covers egress up to
+ * `build_window` after its last activity. An egress that proves by its own lineage or cgroup
+ * that it comes from a running build step is build activity too (`applyStepEgress`): it
+ * re-opens its lapsed session, or opens one, so a step longer than the window is still seen. Clock: event time
  * only (windows must hold for replayed and late events), with `clock_skew` of tolerance on the
  * opening side. This table is the working copy; changes are handed to the store through
  * `takeDirty()` (write-through), and sessions loaded from the store after a restart are
@@ -11,8 +15,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { AlertEvidence } from '../model/alert.js';
-import type { BuildSignal } from './classify.js';
-import { cgroupMatches, isKanikoExecutor } from './classify.js';
+import type { BuildSignal, EgressSignal, ProcInfo } from './classify.js';
+import { cgroupMatches } from './classify.js';
+import { DOCKER_API_ENGINES, normaliseImageRef, sameBuild } from './builders.js';
 import { formatTimeNs } from '../model/event.js';
 import { truncate } from '../ops/logger.js';
 import type { HostSnapshot, RemoteAccept, SessionRecord, SessionWrite } from '../model/session.js';
@@ -69,14 +74,40 @@ export function evidenceOf(sig: { event: BuildSignal['event'] }): AlertEvidence 
   };
 }
 
-/** Does the build signal share an identity key with the session? */
-function sharesKey(s: SessionRecord, sig: BuildSignal): boolean {
+/** Lineage by recorded identity: pid tree, build cgroup, build container. */
+export function sharesLineage(
+  s: SessionRecord,
+  sig: { proc: ProcInfo; cgroups: readonly string[]; containerId: string | null },
+): boolean {
   if (sig.proc.pid !== null && s.pids.includes(sig.proc.pid)) return true;
   for (const p of sig.proc.ancestorPids) if (s.pids.includes(p)) return true;
   for (const c of sig.cgroups) for (const k of s.cgroups) if (cgroupMatches(c, k)) return true;
-  if (sig.containerId !== null && s.containers.includes(sig.containerId)) return true;
+  return sig.containerId !== null && s.containers.includes(sig.containerId);
+}
+
+/** Does the build signal share an identity key with the session? */
+function sharesKey(s: SessionRecord, sig: BuildSignal): boolean {
+  if (sharesLineage(s, sig)) return true;
   for (const i of sig.images) if (s.images.includes(i)) return true;
   return false;
+}
+
+/**
+ * Could the Docker API have driven this build? Only builds dockerd runs, and not one a local
+ * CLI asked for over the daemon's socket.
+ */
+function remoteCapable(s: SessionRecord): boolean {
+  return s.engine !== null && DOCKER_API_ENGINES.has(s.engine) && !s.localClient;
+}
+
+/** Same builder (or one its CLI drives), or one side does not know yet. */
+function sameEngine(s: SessionRecord, engine: string | null): boolean {
+  return sameBuild(s.engine, engine);
+}
+
+/** Has the session seen a step of its own yet (a cgroup or a build container)? */
+function hasSteps(s: SessionRecord): boolean {
+  return s.cgroups.length > 0 || s.containers.length > 0;
 }
 
 function sharesRecordKey(a: SessionRecord, b: SessionRecord): boolean {
@@ -88,11 +119,10 @@ function sharesRecordKey(a: SessionRecord, b: SessionRecord): boolean {
 }
 
 /** Container ids worth recording: the build runs inside them (kaniko, classic-builder steps). */
-function buildContainer(sig: BuildSignal): string | null {
+function buildContainer(sig: BuildSignal | EgressSignal): string | null {
   if (sig.containerId === null) return null;
-  if (sig.activity === 'step') return sig.containerId;
-  const kaniko = (sig.image ?? '').includes('kaniko-project/executor') || isKanikoExecutor(sig.proc, sig.containerId);
-  return kaniko ? sig.containerId : null;
+  if (sig.type === 'egress' || sig.activity === 'step' || sig.engine === 'kaniko') return sig.containerId;
+  return null;
 }
 
 function sessionId(host: string, key: string, startedAt: number): string {
@@ -151,10 +181,10 @@ export class SessionTable {
         this.markRemote(sig.host, h.remote);
       }
       // A build that opened just after this accept but whose signals arrived first (several
-      // Falco sources, reconnects). Builds already running before it are linked only by
-      // their next activity (see below), not retroactively.
+      // Falco sources, reconnects). Builds already running before it are never linked: that
+      // client did not ask for them (linkRemote).
       for (const s of h.sessions) {
-        if (s.remotePeer === null && s.startedAt >= t - this.opts.clockSkewMs && s.startedAt <= t + remoteLinkMs(this.opts)) {
+        if (s.remotePeer === null && remoteCapable(s) && s.startedAt >= t - this.opts.clockSkewMs && s.startedAt <= t + remoteLinkMs(this.opts)) {
           this.setRemote(s, h.remote);
           this.markUpsert(s);
         }
@@ -164,21 +194,64 @@ export class SessionTable {
     const open = h.sessions.filter((s) => this.covers(s, t));
     let s = open.find((x) => sharesKey(x, sig));
     // A step, a daemon start or a layer commit carries no link to the CLI that asked for it
-    // (the CLI talks to the daemon over a socket): it belongs to the build in progress.
-    if (!s && sig.activity !== 'cli' && open.length > 0) {
-      s = open.reduce((a, b) => (b.lastActivity > a.lastActivity ? b : a));
-    }
+    // (the CLI talks to the daemon over a socket): it belongs to a build in progress.
+    if (!s && sig.activity !== 'cli') s = this.inProgress(open, sig.engine);
     if (!s) {
       if (sig.activity === 'commit') return null;
       s = this.open(sig, h);
     } else {
       this.extend(s, sig);
     }
-    if (s.remotePeer === null && h.remote && h.remote.timeMs >= t - remoteLinkMs(this.opts) && h.remote.timeMs <= t + this.opts.clockSkewMs) {
-      this.setRemote(s, h.remote);
-    }
+    this.linkRemote(s, h, t);
     this.markUpsert(s);
     return s;
+  }
+
+  /**
+   * An egress proven to come from a build step (its cgroup or lineage) that no open session
+   * covers: the step outlived the window, or its build signals were missed. It re-opens the
+   * session it shares an identity with (lapsed but not yet pruned), or opens one from its own
+   * evidence. Either way the session's activity moves to the egress's time.
+   */
+  applyStepEgress(sig: EgressSignal): SessionRecord {
+    const h = this.host(sig.host);
+    const t = sig.timeMs;
+    h.latest = Math.max(h.latest, t);
+    let s = h.sessions.find((x) => sharesLineage(x, sig));
+    if (s) this.extend(s, sig);
+    else s = this.open(sig, h);
+    this.linkRemote(s, h, t);
+    this.markUpsert(s);
+    return s;
+  }
+
+  /**
+   * The open build a step with no identity link belongs to: one of the same builder that has
+   * no step yet (the newest such: its CLI just asked for this step), else the most recently
+   * active one of the same builder. Null when no open build is of that builder.
+   */
+  private inProgress(open: readonly SessionRecord[], engine: string | null): SessionRecord | undefined {
+    let fresh: SessionRecord | undefined;
+    let active: SessionRecord | undefined;
+    for (const x of open) {
+      if (!sameEngine(x, engine)) continue;
+      if (!hasSteps(x) && (!fresh || x.startedAt > fresh.startedAt)) fresh = x;
+      if (!active || x.lastActivity > active.lastActivity) active = x;
+    }
+    return fresh ?? active;
+  }
+
+  /**
+   * A remote accept makes a build dockerd runs remote when the build began after it (within
+   * the skew, and at most the link time later): a build already running before the accept was
+   * not asked for by that client, however late its next step comes.
+   */
+  private linkRemote(s: SessionRecord, h: HostState, t: number): void {
+    if (s.remotePeer !== null || !remoteCapable(s) || !h.remote) return;
+    const a = h.remote.timeMs;
+    if (a <= t + this.opts.clockSkewMs && s.startedAt >= a - this.opts.clockSkewMs && s.startedAt <= a + remoteLinkMs(this.opts)) {
+      this.setRemote(s, h.remote);
+    }
   }
 
   /** Merge sessions loaded from the store (after a restart, or written by another daemon). */
@@ -189,6 +262,7 @@ export class SessionTable {
       h.latest = Math.max(h.latest, rec.lastActivity);
       const local = h.sessions.find((s) => s.id === rec.id) ?? h.sessions.find((s) => sharesRecordKey(s, rec));
       if (!local) {
+        if (rec.imageRefs.length === 0) for (const i of rec.images) this.addImage(rec, i);
         h.sessions.push(rec);
         this.total++;
         continue;
@@ -211,6 +285,10 @@ export class SessionTable {
       for (const c of rec.cgroups) pushCapped(local.cgroups, c, MAX_CGROUPS);
       for (const c of rec.containers) pushCapped(local.containers, c, MAX_CONTAINERS);
       for (const i of rec.images) pushCapped(local.images, i, MAX_IMAGES);
+      for (const i of rec.imageRefs) pushCapped(local.imageRefs, i, MAX_IMAGES);
+      local.engine ??= rec.engine;
+      local.expected ||= rec.expected;
+      local.dockerBuilder ??= rec.dockerBuilder;
       this.markUpsert(local);
     }
     this.prune(host, h);
@@ -280,12 +358,12 @@ export class SessionTable {
     }
   }
 
-  private open(sig: BuildSignal, h: HostState): SessionRecord {
+  private open(sig: BuildSignal | EgressSignal, h: HostState): SessionRecord {
     const key =
       sig.cgroups[0] ??
       buildContainer(sig) ??
-      sig.images[0] ??
-      (sig.proc.pid !== null ? `pid:${sig.proc.pid}` : `${sig.activity}:${sig.event.rule}`);
+      (sig.type === 'build' ? sig.images[0] : undefined) ??
+      (sig.proc.pid !== null ? `pid:${sig.proc.pid}` : `${sig.type === 'build' ? sig.activity : 'egress'}:${sig.event.rule}`);
     const s: SessionRecord = {
       id: sessionId(sig.host, key, sig.timeMs),
       host: sig.host,
@@ -305,6 +383,11 @@ export class SessionTable {
       cgroups: [],
       containers: [],
       images: [],
+      imageRefs: [],
+      engine: sig.engine,
+      expected: sig.expected,
+      localClient: sig.type === 'build' && sig.localClient,
+      dockerBuilder: sig.type === 'build' ? sig.dockerBuilder : sig.cgroups.length > 0 && sig.engine === 'docker' ? 'buildkit' : null,
     };
     this.addKeys(s, sig);
     s.evidence.push(evidenceOf(sig));
@@ -314,24 +397,37 @@ export class SessionTable {
     return s;
   }
 
-  private extend(s: SessionRecord, sig: BuildSignal): void {
+  private extend(s: SessionRecord, sig: BuildSignal | EgressSignal): void {
     s.lastActivity = Math.max(s.lastActivity, sig.timeMs);
+    // An earlier signal arriving late moves the start back (it stays the trigger's session).
     s.startedAt = Math.min(s.startedAt, sig.timeMs);
+    s.engine ??= sig.engine;
+    if (sig.type === 'build' && sig.dockerBuilder !== null && s.dockerBuilder !== 'buildkit') s.dockerBuilder = sig.dockerBuilder;
+    // The user's tuning names one event of the build (its CLI, agent or host); the rest of the
+    // build inherits it.
+    if (sig.expected) s.expected = true;
     this.addKeys(s, sig);
     // The first signal stays (it is the trigger); the rest is the most recent activity.
     if (s.evidence.length >= MAX_EVIDENCE) s.evidence.splice(1, 1);
     s.evidence.push(evidenceOf(sig));
   }
 
-  private addKeys(s: SessionRecord, sig: BuildSignal): void {
-    if (sig.proc.pid !== null) {
+  private addKeys(s: SessionRecord, sig: BuildSignal | EgressSignal): void {
+    if (sig.proc.pid !== null && sig.type === 'build') {
       if (s.pids.length >= MAX_PIDS) s.pids.splice(1, 1); // keep the builder's own pid
       pushCapped(s.pids, sig.proc.pid, MAX_PIDS);
     }
     for (const c of sig.cgroups) pushCapped(s.cgroups, c, MAX_CGROUPS);
     const ctr = buildContainer(sig);
     if (ctr !== null) pushCapped(s.containers, ctr, MAX_CONTAINERS);
-    for (const i of sig.images) pushCapped(s.images, i, MAX_IMAGES);
+    if (sig.type === 'build') for (const i of sig.images) this.addImage(s, i);
+  }
+
+  /** Record an image the build names, and its canonical form once (attribution matches that). */
+  private addImage(s: SessionRecord, ref: string): void {
+    pushCapped(s.images, ref, MAX_IMAGES);
+    const canonical = normaliseImageRef(ref);
+    if (canonical !== null) pushCapped(s.imageRefs, canonical, MAX_IMAGES);
   }
 
   /**

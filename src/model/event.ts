@@ -187,6 +187,20 @@ const GRPC_SOURCES: Record<string, string> = {
   '3': 'plugin',
 };
 
+/**
+ * With `json_output: true`, Falco's gRPC `output` carries the whole JSON line (seen on 0.43.1),
+ * not the text output: take the text from inside it. Anything else is kept as given.
+ */
+function plainOutput(output: string): string {
+  if (!output.startsWith('{"')) return output;
+  try {
+    const o = JSON.parse(output) as { output?: unknown };
+    return typeof o.output === 'string' ? o.output : output;
+  } catch {
+    return output;
+  }
+}
+
 /** Normalise a decoded gRPC `falco.outputs.response` (Falco 0.24 – 0.43). */
 export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
   const rule = requireRule(r.rule);
@@ -212,7 +226,7 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
     source,
     hostname: r.hostname ?? '',
     tags: normaliseTags(r.tags ?? []),
-    output: r.output ?? '',
+    output: plainOutput(r.output ?? ''),
     fields: normaliseFields(r.output_fields ?? {}),
   };
 }
@@ -265,6 +279,11 @@ export function parseJsonPreservingBigInts(text: string): unknown {
 /** Tags that make an event a build or egress signal (rules contract, ARCHITECTURE.md). */
 export const TAG_BUILD = 't1612_build';
 export const TAG_EGRESS = 't1612_egress';
+/**
+ * Build activity the user declared expected (rules README, "Tuning"): the daemon keeps the
+ * build's session, so its steps join it, and raises nothing for the whole build.
+ */
+export const TAG_EXPECTED = 't1612_expected';
 
 /** Coarse kind of an event by its tags, for counting. */
 export function kindOfTags(tags: readonly string[]): 'build' | 'egress' | 'other' {

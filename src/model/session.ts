@@ -26,6 +26,20 @@ export interface SessionRecord {
   containers: string[];
   /** Image references the build produces, as written on the command line. */
   images: string[];
+  /** The same, canonical (detect/builders.ts normaliseImageRef), for matching running images. */
+  imageRefs: string[];
+  /** The builder engine (`docker`, `buildah`, …) once evidence names it; null until then. */
+  engine: string | null;
+  /** The user declared this build expected (rules tuning): it never alerts. */
+  expected: boolean;
+  /**
+   * Which of dockerd's builders runs a `docker` build, when evidence says: `classic`
+   * (DOCKER_BUILDKIT=0 on the command line), `buildkit` (DOCKER_BUILDKIT=1, buildx, or a
+   * BuildKit step seen); null when unknown.
+   */
+  dockerBuilder: 'classic' | 'buildkit' | null;
+  /** Opened by a build CLI on this host talking to the local daemon's socket: not remote. */
+  localClient: boolean;
 }
 
 /** A non-loopback Docker API connection recently accepted on a host. */
@@ -80,7 +94,16 @@ export function parseSessionRecord(text: string): SessionRecord | null {
   ) {
     return null;
   }
-  return { ...(r as SessionRecord), remotePeer: typeof r.remotePeer === 'string' ? r.remotePeer : null };
+  return {
+    ...(r as SessionRecord),
+    remotePeer: typeof r.remotePeer === 'string' ? r.remotePeer : null,
+    // Records written before these fields existed: recomputed / unknown / not expected.
+    imageRefs: strings(r.imageRefs) ? r.imageRefs : [],
+    engine: typeof r.engine === 'string' ? r.engine : null,
+    expected: r.expected === true,
+    localClient: r.localClient === true,
+    dockerBuilder: r.dockerBuilder === 'classic' || r.dockerBuilder === 'buildkit' ? r.dockerBuilder : null,
+  };
 }
 
 export function parseRemoteAccept(text: string | null | undefined): RemoteAccept | null {

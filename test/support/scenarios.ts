@@ -161,10 +161,16 @@ export const SCENARIOS: Scenario[] = [
     invalid: 8,
   },
   {
-    title: 'egress stamped before its build opened, within the skew, arriving first: still 1 alert',
+    title: 'egress stamped before its build opened, within the skew, arriving first: still 1 alert; a step egress whose build signal comes too late is its own evidence',
     file: 'out-of-order.jsonl',
-    alerts: [high('203.0.113.180')],
-    known: ['203.0.113.181'],
+    alerts: [high('203.0.113.180'), high('203.0.113.181', { host: 'node-c' })],
+  },
+  {
+    title: 'a build started by a tuned CI agent (Expected Build Activity): its step\'s new IP is learnt, never alerted; an untuned build before it alerts',
+    file: 'expected-ci-build.jsonl',
+    // The build before it is not tuned: its step's first contact with .10 alerts.
+    alerts: [high('203.0.113.10')],
+    known: ['198.51.100.200'],
   },
   {
     title: 'window-only attribution when enabled: 1 alert, medium',
