@@ -390,6 +390,10 @@ async function main(): Promise<void> {
     console.log('\nIngest storms: event-loop delay, RSS, /healthz (bench/storm.ts)');
     await (await import('./storm.js')).runStorms();
   }
+  if (process.env['BENCH_FLEET'] !== '0') {
+    console.log('\nKnown-IP set at fleet scale (bench/fleet.ts)');
+    await (await import('./fleet.js')).fleetBench();
+  }
 }
 
 main().then(

@@ -25,6 +25,18 @@ describe('config', () => {
     assert.equal(yamlKey('redisClusterNodes'), 'redis_cluster_nodes');
   });
 
+  it('known_ip_buckets: 4096 by default, bounded, named when wrong', () => {
+    assert.equal(resolveConfig({ env: {} }).knownIpBuckets, 4096);
+    assert.equal(resolveConfig({ env: { T1612D_KNOWN_IP_BUCKETS: '32768' } }).knownIpBuckets, 32768);
+    for (const bad of ['0', '-1', 'many', '262145']) {
+      assert.throws(
+        () => resolveConfig({ env: { T1612D_KNOWN_IP_BUCKETS: bad } }),
+        (err: unknown) => err instanceof ConfigError && /known_ip_buckets/.test(err.message),
+        bad,
+      );
+    }
+  });
+
   it('has the documented defaults', () => {
     const c = resolveConfig({ env: {} });
     assert.equal(c.falcoGrpcAddress, 'unix:///run/falco/falco.sock');

@@ -109,6 +109,11 @@ export interface Config {
   maxSessions: number;
   /** Bounded in-process cache of known IPs. */
   knownIpCacheSize: number;
+  /**
+   * Redis buckets the known-IP set is cut into (each a small hash in its own cluster slot).
+   * Fixed per environment once written: the stored layout wins over a different setting.
+   */
+  knownIpBuckets: number;
   /** Undecided egress events held while Redis is unreachable. */
   redisBufferSize: number;
 
@@ -135,6 +140,9 @@ export interface Config {
   shutdownTimeoutMs: number;
 }
 
+
+/** Upper bound of known_ip_buckets: 16 buckets per cluster slot. */
+const MAX_KNOWN_IP_BUCKETS = 262_144;
 
 /** Every setting: camelCase field, parser kind, default. YAML/env names derive from `key`. */
 const SETTINGS: Setting[] = [
@@ -175,6 +183,7 @@ const SETTINGS: Setting[] = [
   { key: 'clockSkewMs', kind: 'duration', def: '30s', min: 0 },
   { key: 'maxSessions', kind: 'int', def: 10_000, min: 1 },
   { key: 'knownIpCacheSize', kind: 'int', def: 100_000, min: 0 },
+  { key: 'knownIpBuckets', kind: 'int', def: 4096, min: 1 },
   { key: 'redisBufferSize', kind: 'int', def: 50_000, min: 1 },
   { key: 'webhookUrl', kind: 'optUrl', def: undefined },
   { key: 'webhookSecret', kind: 'optString', def: undefined },
@@ -319,6 +328,12 @@ function crossCheck(cfg: Config): void {
     throw new ConfigError(
       'delivery_backoff_max',
       `invalid setting delivery_backoff_max (T1612D_DELIVERY_BACKOFF_MAX): must be >= delivery_backoff_initial (${cfg.deliveryBackoffInitialMs}ms)`,
+    );
+  }
+  if (cfg.knownIpBuckets > MAX_KNOWN_IP_BUCKETS) {
+    throw new ConfigError(
+      'known_ip_buckets',
+      `invalid setting known_ip_buckets (T1612D_KNOWN_IP_BUCKETS): at most ${MAX_KNOWN_IP_BUCKETS} (every bucket is a Redis key the retention sweep visits)`,
     );
   }
   if (cfg.redisUrl && cfg.redisClusterNodes.length > 0) {
