@@ -9,7 +9,9 @@ import { pino, type Logger } from 'pino';
 import type { Redis } from 'ioredis';
 import { resolveConfig, type Config } from '../src/config/config.js';
 import { createOutbox, replayDeadLetters, retryDelayMs, type Outbox, type OutboxTuning } from '../src/deliver/outbox.js';
-import { outboxKeys } from '../src/deliver/outbox-redis.js';
+import { laneKeys } from '../src/deliver/outbox-redis.js';
+import { keySlot } from '../src/store/redis/slots.js';
+import { legacyKeys } from '../src/store/redis/keys.js';
 import { createSinks } from '../src/deliver/sinks.js';
 import { ClosedError } from '../src/model/errors.js';
 import { Metrics } from '../src/ops/metrics.js';
@@ -214,7 +216,7 @@ for (const kind of ['redis', 'memory'] as const) {
       if (redis) {
         const r = redis.client();
         clients.push(r);
-        const [[, fields] = ['', []]] = await r.xrange(outboxKeys(c.redisPrefix, c.environment).dead, '-', '+');
+        const [[, fields] = ['', []]] = await r.xrange(laneKeys(c.redisPrefix, c.environment, 'webhook').dead, '-', '+');
         const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
         assert.equal(f['error'], 'HTTP 502');
         assert.equal(f['status'], '502');
@@ -228,7 +230,7 @@ for (const kind of ['redis', 'memory'] as const) {
         assert.equal(await replayDeadLetters(c, { logger: silentLogger() }), 1);
         assert.equal(await o.drain(5_000), true);
         assert.equal(rx.accepted.has(a.id), true);
-        assert.equal(await r.xlen(outboxKeys(c.redisPrefix, c.environment).dead), 0);
+        assert.equal(await r.xlen(laneKeys(c.redisPrefix, c.environment, 'webhook').dead), 0);
       } else {
         rx.respond(() => ({ status: 200 }));
         assert.equal(await o.replayDeadLetters('webhook'), 1);
@@ -351,7 +353,7 @@ for (const kind of ['redis', 'memory'] as const) {
         await o.enqueue(sampleAlert(1)); // creates the group
         const r = redis!.client();
         clients.push(r);
-        const { stream } = outboxKeys(cfg.redisPrefix, cfg.environment);
+        const { stream } = laneKeys(cfg.redisPrefix, cfg.environment, 'webhook');
         await r.xadd(stream, '*', 'alert', '{not json');
         await r.xadd(stream, '*', 'something', 'else');
         await o.enqueue(sampleAlert(2));
@@ -375,30 +377,43 @@ for (const kind of ['redis', 'memory'] as const) {
         assert.equal(await o.drain(5_000), true);
       });
 
-      it('keeps keys under the environment hash tag, each with a TTL', async function () {
+      it("keeps each sink's keys in its lane's own slot, each with a TTL", async function () {
         this.timeout(10_000);
-        rx.respond(() => ({ status: 503 }));
-        const o = outbox();
-        o.start();
-        await o.enqueue(sampleAlert(1));
-        await rx.waitFor(() => rx.requests.length >= 1, 5_000);
-        const r = redis!.client();
-        clients.push(r);
-        const keys = await r.keys(`*${cfg.redisPrefix}*`);
-        assert.ok(keys.length >= 2);
-        for (const k of keys) assert.ok(k.startsWith(`{${cfg.redisPrefix}:default}:outbox`), k);
-        const attempts = outboxKeys(cfg.redisPrefix, 'default').attempts('webhook');
-        assert.ok(keys.includes(attempts));
-        assert.ok((await r.pttl(attempts)) > 0, 'attempt counters expire');
-        // Every key but the known-IP set has a TTL: the streams too (long, refreshed on use).
-        for (const k of keys) assert.ok((await r.pttl(k)) > 0, `${k} has a TTL`);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          rx.respond(() => ({ status: 503 }));
+          sidekickRx.respond(() => ({ status: 400 }));
+          const c = config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url });
+          const o = outbox(c);
+          o.start();
+          await o.enqueue(sampleAlert(1));
+          await rx.waitFor(() => rx.requests.length >= 1, 5_000);
+          await waitFor(async () => (await o.deadLetters()) === 1, 5_000, 'the sidekick dead letter');
+          const r = redis!.client();
+          clients.push(r);
+          const keys = (await r.keys(`*${cfg.redisPrefix}*`)).sort();
+          const lanes = { webhook: laneKeys(cfg.redisPrefix, 'default', 'webhook'), sidekick: laneKeys(cfg.redisPrefix, 'default', 'sidekick') };
+          // The webhook lane: stream and attempt counts; the sidekick lane: stream and dead letters.
+          assert.deepEqual(keys, [lanes.sidekick.stream, lanes.sidekick.dead, lanes.webhook.stream, lanes.webhook.attempts].sort());
+          assert.equal(lanes.webhook.stream, `{${cfg.redisPrefix}:default:lane:webhook}:outbox`);
+          for (const [sink, lane] of Object.entries(lanes)) {
+            for (const k of keys.filter((k) => k.includes(`:lane:${sink}}`))) assert.equal(keySlot(k), keySlot(lane.stream), `${k} in the ${sink} lane's slot`);
+          }
+          assert.notEqual(keySlot(lanes.webhook.stream), keySlot(lanes.sidekick.stream), 'the lanes are in different slots');
+          assert.notEqual(keySlot(lanes.webhook.stream), keySlot(legacyKeys(cfg.redisPrefix, 'default').outbox.stream));
+          // Every key but the known-IP set has a TTL: the streams too (long, refreshed on use).
+          for (const k of keys) assert.ok((await r.pttl(k)) > 0, `${k} has a TTL`);
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
       });
     }
 
     async function pendingOf(c: Config): Promise<number> {
       const r = redis!.client();
       clients.push(r);
-      const groups = (await r.xinfo('GROUPS', outboxKeys(c.redisPrefix, c.environment).stream)) as unknown[][];
+      const groups = (await r.xinfo('GROUPS', laneKeys(c.redisPrefix, c.environment, 'webhook').stream)) as unknown[][];
       let n = 0;
       for (const g of groups) n += Number(g[g.indexOf('pending') + 1]);
       return n;
