@@ -377,6 +377,90 @@ for (const kind of ['redis', 'memory'] as const) {
         assert.equal(await o.drain(5_000), true);
       });
 
+      it('started on an outbox in the single-stream layout: delivers everything still owed there, moves its dead letters, then deletes it', async function () {
+        this.timeout(20_000);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          const r = redis!.client();
+          clients.push(r);
+          // The first layout, written as the previous version did: one stream, a group per sink.
+          const old = legacyKeys(cfg.redisPrefix, 'default').outbox;
+          await r.xgroup('CREATE', old.stream, 'webhook', '$', 'MKSTREAM');
+          await r.xgroup('CREATE', old.stream, 'sidekick', '$');
+          const alerts = Array.from({ length: 6 }, (_, i) => sampleAlert(300 + i));
+          const ids: string[] = [];
+          for (const a of alerts) ids.push(String(await r.xadd(old.stream, '*', 'alert', JSON.stringify(a), 'at', String(Date.now()))));
+          // A dead letter replayed for sidekick only (the `sinks` field).
+          const replayed = sampleAlert(310);
+          await r.xadd(old.stream, '*', 'alert', JSON.stringify(replayed), 'at', String(Date.now()), 'sinks', 'sidekick');
+          // webhook: a stopped daemon read the first two and delivered only the first.
+          await r.xreadgroup('GROUP', 'webhook', 'old-node:1', 'COUNT', 2, 'STREAMS', old.stream, '>');
+          await r.xack(old.stream, 'webhook', ids[0]!);
+          await r.hset(old.attempts('webhook'), ids[1]!, '1');
+          // sidekick: read everything, delivered the first three.
+          await r.xreadgroup('GROUP', 'sidekick', 'old-node:1', 'STREAMS', old.stream, '>');
+          await r.xack(old.stream, 'sidekick', ids[0]!, ids[1]!, ids[2]!);
+          const dead = sampleAlert(320);
+          await r.xadd(old.dead, '*', 'alert', JSON.stringify(dead), 'sink', 'webhook', 'error', 'HTTP 400', 'attempts', '1', 'alert_id', dead.id);
+
+          const c = config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url });
+          const o = outbox(c, { tuning: { consumerName: 'new-node:1', claimIdleMs: 400 } });
+          o.start();
+          const fresh = sampleAlert(330);
+          await o.enqueue(fresh);
+          await waitFor(async () => (await r.exists(old.stream, old.dead, old.attempts('webhook'))) === 0, 10_000, 'the single-stream keys to be deleted');
+          assert.equal(await o.drain(5_000), true);
+          const got = (x: WebhookReceiver): string[] => [...x.accepted.keys()].sort();
+          assert.deepEqual(got(rx), [...alerts.slice(1), fresh].map((a) => a.id).sort(), 'webhook: the pending, the unread and the new one');
+          assert.deepEqual(got(sidekickRx), [...alerts.slice(3), replayed, fresh].map((a) => a.id).sort(), 'sidekick: its own backlog there and the new one');
+          assert.equal(rx.duplicates + sidekickRx.duplicates, 0);
+          // The old dead letter now sits in the webhook lane, and replays from there.
+          assert.equal(await o.deadLetters(), 1);
+          assert.equal(await r.xlen(laneKeys(c.redisPrefix, c.environment, 'webhook').dead), 1);
+          assert.equal(await replayDeadLetters(c, { logger: silentLogger() }), 1);
+          assert.equal(await o.drain(5_000), true);
+          assert.equal(rx.accepted.has(dead.id), true);
+          assert.deepEqual(await r.keys(`{${cfg.redisPrefix}:default}*`), [], 'nothing left in the single-slot layout');
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
+      });
+
+      it("a lane whose write fails is retried alone: the other lane's receiver gets the alert once", async function () {
+        this.timeout(15_000);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          const r = redis!.client();
+          clients.push(r);
+          const c = config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url });
+          // A value of the wrong type makes every write to the sidekick lane fail until removed.
+          const broken = laneKeys(c.redisPrefix, c.environment, 'sidekick').stream;
+          await r.set(broken, 'not a stream');
+          const { logger, lines } = capturingLogger();
+          const o = outbox(c, { logger });
+          o.start();
+          const a = sampleAlert(400);
+          const enqueued = o.enqueue(a);
+          // Awaited below; a failed assertion before that must not leave it unhandled.
+          enqueued.catch(() => undefined);
+          // (A write before the connection is up fails for both lanes; those lines are not these.)
+          const wrongType = (): Record<string, unknown>[] =>
+            lines.filter((l) => l['msg'] === 'outbox write failed; retrying' && String(l['err']).includes('WRONGTYPE'));
+          await waitFor(async () => wrongType().length >= 3, 10_000, 'retried writes');
+          assert.deepEqual(wrongType().map((l) => l['sinks']), wrongType().map(() => ['sidekick']), 'only the failed lane is retried');
+          await r.del(broken);
+          await enqueued;
+          await sidekickRx.waitFor(() => sidekickRx.accepted.has(a.id), 10_000, 'the sidekick delivery');
+          assert.equal(await o.drain(5_000), true);
+          assert.equal(rx.byDelivery(a.id).length, 1, 'the webhook lane was written once');
+          assert.equal(await r.xlen(laneKeys(c.redisPrefix, c.environment, 'webhook').stream), 1);
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
+      });
+
       it("keeps each sink's keys in its lane's own slot, each with a TTL", async function () {
         this.timeout(10_000);
         const sidekickRx = await WebhookReceiver.start();
