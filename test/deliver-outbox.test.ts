@@ -427,6 +427,37 @@ for (const kind of ['redis', 'memory'] as const) {
         }
       });
 
+      it('keeps the single-stream outbox while a sink no running daemon serves still owes alerts there', async function () {
+        this.timeout(20_000);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          const r = redis!.client();
+          clients.push(r);
+          const old = legacyKeys(cfg.redisPrefix, 'default').outbox;
+          await r.xgroup('CREATE', old.stream, 'webhook', '$', 'MKSTREAM');
+          await r.xgroup('CREATE', old.stream, 'sidekick', '$');
+          const alerts = Array.from({ length: 3 }, (_, i) => sampleAlert(500 + i));
+          for (const a of alerts) await r.xadd(old.stream, '*', 'alert', JSON.stringify(a), 'at', String(Date.now()));
+          // A daemon with the webhook only delivers its share and must leave sidekick's there.
+          const webhookOnly = outbox(cfg, { tuning: { consumerName: 'a:1' } });
+          webhookOnly.start();
+          await rx.waitFor(() => alerts.every((a) => rx.accepted.has(a.id)), 10_000, 'webhook deliveries');
+          assert.equal(await webhookOnly.drain(5_000), true);
+          assert.equal(await r.exists(old.stream), 1, 'kept: sidekick has not read its alerts yet');
+          await webhookOnly.close();
+          // A daemon with both sinks delivers sidekick's share; then the old keys go.
+          const both = outbox(config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url }), { tuning: { consumerName: 'b:1' } });
+          both.start();
+          await sidekickRx.waitFor(() => alerts.every((a) => sidekickRx.accepted.has(a.id)), 10_000, 'sidekick deliveries');
+          await waitFor(async () => (await r.exists(old.stream)) === 0, 10_000, 'the single-stream outbox to be deleted');
+          assert.equal(rx.accepted.size, alerts.length, 'nothing sent twice to the webhook');
+          assert.equal(rx.duplicates, 0);
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
+      });
+
       it("a lane whose write fails is retried alone: the other lane's receiver gets the alert once", async function () {
         this.timeout(15_000);
         const sidekickRx = await WebhookReceiver.start();
