@@ -1,8 +1,8 @@
 /**
  * Storage behind the outbox: where alerts wait between `enqueue` and a sink's acknowledgement.
  * Two implementations share the delivery logic in outbox.ts: a Redis Stream per sink (lane),
- * each with its own consumer group (durable, shared by the environment's daemons; outbox-redis.ts) and the
- * in-memory queue below (one process, lost on restart).
+ * each read by the sink's consumer group (durable, shared by the environment's daemons;
+ * outbox-redis.ts), and the in-memory queue below (one process, lost on restart).
  */
 import type { Logger } from 'pino';
 

@@ -1,7 +1,8 @@
 /**
  * The outbox: at-least-once delivery of alerts to every configured sink.
  *
- * `enqueue` stores the alert (Redis Stream, or memory without Redis) before anything is sent.
+ * `enqueue` stores the alert (a Redis Stream per sink, or memory without Redis) before anything
+ * is sent.
  * One lane per sink (outbox-lane.ts) then reads entries, sends them with at most `concurrency`
  * requests in flight and at most `maxInFlight` entries held in memory, acknowledges on success,
  * retries retryable failures with capped exponential backoff and jitter (honouring
