@@ -1,8 +1,9 @@
 /**
  * Redis Cluster: the whole daemon against a real three-master cluster. An environment's keys
  * are spread over the masters (known-IP buckets, per-host sessions), every multi-key script
- * stays within one slot (or the cluster answers CROSSSLOT), and three daemons fed the same
- * events raise exactly one alert per (session, IP) between them.
+ * stays within one slot (or the cluster answers CROSSSLOT), three daemons fed the same
+ * events raise exactly one alert per (session, IP) between them, and each sink's outbox lane
+ * sits in a slot of its own.
  */
 import assert from 'node:assert/strict';
 import { Cluster } from 'ioredis';
@@ -14,9 +15,12 @@ import { Metrics } from '../src/ops/metrics.js';
 import { renderScript, ATTACK_HOST, REGISTRY_CIDR } from '../src/demo/script.js';
 import { createStores } from '../src/store/stores.js';
 import { legacyKeys } from '../src/store/redis/keys.js';
+import { createOutbox, replayDeadLetters } from '../src/deliver/outbox.js';
+import { laneKeys } from '../src/deliver/outbox-redis.js';
+import { createSinks } from '../src/deliver/sinks.js';
 import { TestRedis } from './support/redis.js';
 import { TestRedisCluster } from './support/redis-cluster.js';
-import { WebhookReceiver } from './support/webhook-receiver.js';
+import { WebhookReceiver, sampleAlert } from './support/webhook-receiver.js';
 import { waitFor } from './support/wait.js';
 
 const HOSTS = 6;
@@ -145,6 +149,58 @@ describe('Redis Cluster', function () {
       assert.deepEqual(left, []);
     } finally {
       await stores.close();
+      admin.disconnect();
+    }
+  });
+
+  it('outbox: each sink delivers from a lane in its own slot, and a single-stream outbox is drained there', async () => {
+    const prefix = TestRedis.prefix();
+    const sidekick = await WebhookReceiver.start();
+    const cfg: Config = { ...config(prefix), sidekickUrl: sidekick.url };
+    const admin = new Cluster(cluster.nodes.map((n) => ({ host: '127.0.0.1', port: Number(n.split(':')[1]) })));
+    const logger = silentLogger();
+    const outbox = createOutbox(cfg, { sinks: createSinks(cfg, { logger }), metrics: new Metrics(), logger, tuning: { blockMs: 100, claimIdleMs: 400 } });
+    try {
+      // What the previous version left: one unread alert for the webhook, a sidekick dead letter.
+      const old = legacyKeys(prefix, 'prod').outbox;
+      const leftover = sampleAlert(900);
+      const dead = sampleAlert(901);
+      await admin.xgroup('CREATE', old.stream, 'webhook', '$', 'MKSTREAM');
+      await admin.xadd(old.stream, '*', 'alert', JSON.stringify(leftover), 'at', String(Date.now()));
+      await admin.xadd(old.dead, '*', 'alert', JSON.stringify(dead), 'sink', 'sidekick', 'error', 'HTTP 400', 'attempts', '1');
+
+      outbox.start();
+      const alerts = Array.from({ length: 20 }, (_, i) => sampleAlert(910 + i));
+      for (const a of alerts) await outbox.enqueue(a);
+      const has = (rx: WebhookReceiver, list: { id: string }[]): boolean => list.every((a) => rx.accepted.has(a.id));
+      await receiver.waitFor(() => has(receiver, [...alerts, leftover]), 20_000, 'webhook deliveries');
+      await sidekick.waitFor(() => has(sidekick, alerts), 20_000, 'sidekick deliveries');
+      assert.equal(await outbox.drain(10_000), true);
+      await waitFor('the single-stream outbox to be deleted', async () => (await admin.exists(old.stream)) === 0);
+      assert.equal(await outbox.deadLetters(), 1, 'the old dead letter moved to the sidekick lane');
+      assert.equal(await replayDeadLetters(cfg, { logger }), 1);
+      await sidekick.waitFor(() => sidekick.accepted.has(dead.id), 20_000, 'the replayed dead letter');
+
+      // Each lane's keys share its slot; the two lanes (and the environment tag) do not.
+      const slot = async (k: string): Promise<number> => Number(await admin.cluster('KEYSLOT', k));
+      const lanes = ['webhook', 'sidekick'].map((s) => laneKeys(prefix, 'prod', s));
+      const laneSlots: number[] = [];
+      for (const lane of lanes) {
+        const s = await slot(lane.stream);
+        assert.equal(await slot(lane.dead), s);
+        assert.equal(await slot(lane.attempts), s);
+        laneSlots.push(s);
+      }
+      assert.equal(new Set([...laneSlots, await slot(old.stream)]).size, 3, `lane slots ${laneSlots.join(',')}`);
+      // The keys really live on the master that serves their lane's slot.
+      const masters = admin.nodes('master');
+      for (const sink of ['webhook', 'sidekick']) {
+        const held = await Promise.all(masters.map((m) => m.keys(`{${prefix}:prod:lane:${sink}}*`)));
+        assert.equal(held.filter((keys) => keys.length > 0).length, 1, `the ${sink} lane on one master`);
+      }
+    } finally {
+      await outbox.close();
+      await sidekick.close();
       admin.disconnect();
     }
   });

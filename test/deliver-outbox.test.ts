@@ -9,7 +9,9 @@ import { pino, type Logger } from 'pino';
 import type { Redis } from 'ioredis';
 import { resolveConfig, type Config } from '../src/config/config.js';
 import { createOutbox, replayDeadLetters, retryDelayMs, type Outbox, type OutboxTuning } from '../src/deliver/outbox.js';
-import { outboxKeys } from '../src/deliver/outbox-redis.js';
+import { laneKeys } from '../src/deliver/outbox-redis.js';
+import { keySlot } from '../src/store/redis/slots.js';
+import { legacyKeys } from '../src/store/redis/keys.js';
 import { createSinks } from '../src/deliver/sinks.js';
 import { ClosedError } from '../src/model/errors.js';
 import { Metrics } from '../src/ops/metrics.js';
@@ -214,7 +216,7 @@ for (const kind of ['redis', 'memory'] as const) {
       if (redis) {
         const r = redis.client();
         clients.push(r);
-        const [[, fields] = ['', []]] = await r.xrange(outboxKeys(c.redisPrefix, c.environment).dead, '-', '+');
+        const [[, fields] = ['', []]] = await r.xrange(laneKeys(c.redisPrefix, c.environment, 'webhook').dead, '-', '+');
         const f = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
         assert.equal(f['error'], 'HTTP 502');
         assert.equal(f['status'], '502');
@@ -228,7 +230,7 @@ for (const kind of ['redis', 'memory'] as const) {
         assert.equal(await replayDeadLetters(c, { logger: silentLogger() }), 1);
         assert.equal(await o.drain(5_000), true);
         assert.equal(rx.accepted.has(a.id), true);
-        assert.equal(await r.xlen(outboxKeys(c.redisPrefix, c.environment).dead), 0);
+        assert.equal(await r.xlen(laneKeys(c.redisPrefix, c.environment, 'webhook').dead), 0);
       } else {
         rx.respond(() => ({ status: 200 }));
         assert.equal(await o.replayDeadLetters('webhook'), 1);
@@ -351,7 +353,7 @@ for (const kind of ['redis', 'memory'] as const) {
         await o.enqueue(sampleAlert(1)); // creates the group
         const r = redis!.client();
         clients.push(r);
-        const { stream } = outboxKeys(cfg.redisPrefix, cfg.environment);
+        const { stream } = laneKeys(cfg.redisPrefix, cfg.environment, 'webhook');
         await r.xadd(stream, '*', 'alert', '{not json');
         await r.xadd(stream, '*', 'something', 'else');
         await o.enqueue(sampleAlert(2));
@@ -375,30 +377,158 @@ for (const kind of ['redis', 'memory'] as const) {
         assert.equal(await o.drain(5_000), true);
       });
 
-      it('keeps keys under the environment hash tag, each with a TTL', async function () {
+      it('started on an outbox in the single-stream layout: delivers everything still owed there, moves its dead letters, then deletes it', async function () {
+        this.timeout(20_000);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          const r = redis!.client();
+          clients.push(r);
+          // The first layout, written as the previous version did: one stream, a group per sink.
+          const old = legacyKeys(cfg.redisPrefix, 'default').outbox;
+          await r.xgroup('CREATE', old.stream, 'webhook', '$', 'MKSTREAM');
+          await r.xgroup('CREATE', old.stream, 'sidekick', '$');
+          const alerts = Array.from({ length: 6 }, (_, i) => sampleAlert(300 + i));
+          const ids: string[] = [];
+          for (const a of alerts) ids.push(String(await r.xadd(old.stream, '*', 'alert', JSON.stringify(a), 'at', String(Date.now()))));
+          // A dead letter replayed for sidekick only (the `sinks` field).
+          const replayed = sampleAlert(310);
+          await r.xadd(old.stream, '*', 'alert', JSON.stringify(replayed), 'at', String(Date.now()), 'sinks', 'sidekick');
+          // webhook: a stopped daemon read the first two and delivered only the first.
+          await r.xreadgroup('GROUP', 'webhook', 'old-node:1', 'COUNT', 2, 'STREAMS', old.stream, '>');
+          await r.xack(old.stream, 'webhook', ids[0]!);
+          await r.hset(old.attempts('webhook'), ids[1]!, '1');
+          // sidekick: read everything, delivered the first three.
+          await r.xreadgroup('GROUP', 'sidekick', 'old-node:1', 'STREAMS', old.stream, '>');
+          await r.xack(old.stream, 'sidekick', ids[0]!, ids[1]!, ids[2]!);
+          const dead = sampleAlert(320);
+          await r.xadd(old.dead, '*', 'alert', JSON.stringify(dead), 'sink', 'webhook', 'error', 'HTTP 400', 'attempts', '1', 'alert_id', dead.id);
+
+          const c = config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url });
+          const o = outbox(c, { tuning: { consumerName: 'new-node:1', claimIdleMs: 400 } });
+          o.start();
+          const fresh = sampleAlert(330);
+          await o.enqueue(fresh);
+          await waitFor(async () => (await r.exists(old.stream, old.dead, old.attempts('webhook'))) === 0, 10_000, 'the single-stream keys to be deleted');
+          assert.equal(await o.drain(5_000), true);
+          const got = (x: WebhookReceiver): string[] => [...x.accepted.keys()].sort();
+          assert.deepEqual(got(rx), [...alerts.slice(1), fresh].map((a) => a.id).sort(), 'webhook: the pending, the unread and the new one');
+          assert.deepEqual(got(sidekickRx), [...alerts.slice(3), replayed, fresh].map((a) => a.id).sort(), 'sidekick: its own backlog there and the new one');
+          assert.equal(rx.duplicates + sidekickRx.duplicates, 0);
+          // The old dead letter now sits in the webhook lane, and replays from there.
+          assert.equal(await o.deadLetters(), 1);
+          assert.equal(await r.xlen(laneKeys(c.redisPrefix, c.environment, 'webhook').dead), 1);
+          assert.equal(await replayDeadLetters(c, { logger: silentLogger() }), 1);
+          assert.equal(await o.drain(5_000), true);
+          assert.equal(rx.accepted.has(dead.id), true);
+          assert.deepEqual(await r.keys(`{${cfg.redisPrefix}:default}*`), [], 'nothing left in the single-slot layout');
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
+      });
+
+      it('keeps the single-stream outbox while a sink no running daemon serves still owes alerts there', async function () {
+        this.timeout(20_000);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          const r = redis!.client();
+          clients.push(r);
+          const old = legacyKeys(cfg.redisPrefix, 'default').outbox;
+          await r.xgroup('CREATE', old.stream, 'webhook', '$', 'MKSTREAM');
+          await r.xgroup('CREATE', old.stream, 'sidekick', '$');
+          const alerts = Array.from({ length: 3 }, (_, i) => sampleAlert(500 + i));
+          for (const a of alerts) await r.xadd(old.stream, '*', 'alert', JSON.stringify(a), 'at', String(Date.now()));
+          // A daemon with the webhook only delivers its share and must leave sidekick's there.
+          const webhookOnly = outbox(cfg, { tuning: { consumerName: 'a:1' } });
+          webhookOnly.start();
+          await rx.waitFor(() => alerts.every((a) => rx.accepted.has(a.id)), 10_000, 'webhook deliveries');
+          assert.equal(await webhookOnly.drain(5_000), true);
+          assert.equal(await r.exists(old.stream), 1, 'kept: sidekick has not read its alerts yet');
+          await webhookOnly.close();
+          // A daemon with both sinks delivers sidekick's share; then the old keys go.
+          const both = outbox(config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url }), { tuning: { consumerName: 'b:1' } });
+          both.start();
+          await sidekickRx.waitFor(() => alerts.every((a) => sidekickRx.accepted.has(a.id)), 10_000, 'sidekick deliveries');
+          await waitFor(async () => (await r.exists(old.stream)) === 0, 10_000, 'the single-stream outbox to be deleted');
+          assert.equal(rx.accepted.size, alerts.length, 'nothing sent twice to the webhook');
+          assert.equal(rx.duplicates, 0);
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
+      });
+
+      it("a lane whose write fails is retried alone: the other lane's receiver gets the alert once", async function () {
+        this.timeout(15_000);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          const r = redis!.client();
+          clients.push(r);
+          const c = config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url });
+          // A value of the wrong type makes every write to the sidekick lane fail until removed.
+          const broken = laneKeys(c.redisPrefix, c.environment, 'sidekick').stream;
+          await r.set(broken, 'not a stream');
+          const { logger, lines } = capturingLogger();
+          const o = outbox(c, { logger });
+          o.start();
+          const a = sampleAlert(400);
+          const enqueued = o.enqueue(a);
+          // Awaited below; a failed assertion before that must not leave it unhandled.
+          enqueued.catch(() => undefined);
+          // (A write before the connection is up fails for both lanes; those lines are not these.)
+          const wrongType = (): Record<string, unknown>[] =>
+            lines.filter((l) => l['msg'] === 'outbox write failed; retrying' && String(l['err']).includes('WRONGTYPE'));
+          await waitFor(async () => wrongType().length >= 3, 10_000, 'retried writes');
+          assert.deepEqual(wrongType().map((l) => l['sinks']), wrongType().map(() => ['sidekick']), 'only the failed lane is retried');
+          await r.del(broken);
+          await enqueued;
+          await sidekickRx.waitFor(() => sidekickRx.accepted.has(a.id), 10_000, 'the sidekick delivery');
+          assert.equal(await o.drain(5_000), true);
+          assert.equal(rx.byDelivery(a.id).length, 1, 'the webhook lane was written once');
+          assert.equal(await r.xlen(laneKeys(c.redisPrefix, c.environment, 'webhook').stream), 1);
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
+      });
+
+      it("keeps each sink's keys in its lane's own slot, each with a TTL", async function () {
         this.timeout(10_000);
-        rx.respond(() => ({ status: 503 }));
-        const o = outbox();
-        o.start();
-        await o.enqueue(sampleAlert(1));
-        await rx.waitFor(() => rx.requests.length >= 1, 5_000);
-        const r = redis!.client();
-        clients.push(r);
-        const keys = await r.keys(`*${cfg.redisPrefix}*`);
-        assert.ok(keys.length >= 2);
-        for (const k of keys) assert.ok(k.startsWith(`{${cfg.redisPrefix}:default}:outbox`), k);
-        const attempts = outboxKeys(cfg.redisPrefix, 'default').attempts('webhook');
-        assert.ok(keys.includes(attempts));
-        assert.ok((await r.pttl(attempts)) > 0, 'attempt counters expire');
-        // Every key but the known-IP set has a TTL: the streams too (long, refreshed on use).
-        for (const k of keys) assert.ok((await r.pttl(k)) > 0, `${k} has a TTL`);
+        const sidekickRx = await WebhookReceiver.start();
+        try {
+          rx.respond(() => ({ status: 503 }));
+          sidekickRx.respond(() => ({ status: 400 }));
+          const c = config({ redisPrefix: cfg.redisPrefix, sidekickUrl: sidekickRx.url });
+          const o = outbox(c);
+          o.start();
+          await o.enqueue(sampleAlert(1));
+          await rx.waitFor(() => rx.requests.length >= 1, 5_000);
+          await waitFor(async () => (await o.deadLetters()) === 1, 5_000, 'the sidekick dead letter');
+          const r = redis!.client();
+          clients.push(r);
+          const keys = (await r.keys(`*${cfg.redisPrefix}*`)).sort();
+          const lanes = { webhook: laneKeys(cfg.redisPrefix, 'default', 'webhook'), sidekick: laneKeys(cfg.redisPrefix, 'default', 'sidekick') };
+          // The webhook lane: stream and attempt counts; the sidekick lane: stream and dead letters.
+          assert.deepEqual(keys, [lanes.sidekick.stream, lanes.sidekick.dead, lanes.webhook.stream, lanes.webhook.attempts].sort());
+          assert.equal(lanes.webhook.stream, `{${cfg.redisPrefix}:default:lane:webhook}:outbox`);
+          for (const [sink, lane] of Object.entries(lanes)) {
+            for (const k of keys.filter((k) => k.includes(`:lane:${sink}}`))) assert.equal(keySlot(k), keySlot(lane.stream), `${k} in the ${sink} lane's slot`);
+          }
+          assert.notEqual(keySlot(lanes.webhook.stream), keySlot(lanes.sidekick.stream), 'the lanes are in different slots');
+          assert.notEqual(keySlot(lanes.webhook.stream), keySlot(legacyKeys(cfg.redisPrefix, 'default').outbox.stream));
+          // Every key but the known-IP set has a TTL: the streams too (long, refreshed on use).
+          for (const k of keys) assert.ok((await r.pttl(k)) > 0, `${k} has a TTL`);
+        } finally {
+          for (const o of outboxes.splice(0)) await o.close();
+          await sidekickRx.close();
+        }
       });
     }
 
     async function pendingOf(c: Config): Promise<number> {
       const r = redis!.client();
       clients.push(r);
-      const groups = (await r.xinfo('GROUPS', outboxKeys(c.redisPrefix, c.environment).stream)) as unknown[][];
+      const groups = (await r.xinfo('GROUPS', laneKeys(c.redisPrefix, c.environment, 'webhook').stream)) as unknown[][];
       let n = 0;
       for (const g of groups) n += Number(g[g.indexOf('pending') + 1]);
       return n;

@@ -1,35 +1,43 @@
 /**
- * The durable outbox: one Redis Stream per environment, one consumer group per sink, one
- * consumer per daemon instance. Keys share the hash tag `{<prefix>:<env>}` (Redis Cluster):
+ * The durable outbox: one Redis Stream per delivery lane (sink) of an environment, read by one
+ * consumer group (the sink's name) with one consumer per daemon instance. Each lane's keys
+ * carry its own hash tag `{<prefix>:<env>:lane:<sink>}`, so on Redis Cluster the lanes of an
+ * environment spread over slots (and masters) instead of queueing on one:
  *
- * - `{p:e}:outbox`                 stream of alerts (`alert` = body, `at` = ms, `sinks` = replay target), `MAXLEN ~ outbox_max_len`
- * - `{p:e}:outbox:dead`            dead letters (`alert`, `sink`, `error`, `status`, `response`, `attempts`, `entry`, `alert_id`, `failed_at`, `consumer`), `MAXLEN ~ outbox_max_len`
- * - `{p:e}:outbox:attempts:<sink>` hash entry id -> attempts started (TTL, refreshed on each attempt)
+ * - `{p:e:lane:<sink>}:outbox`          stream of alerts (`alert` = body, `at` = ms, `sinks` = replay target), `MAXLEN ~ outbox_max_len`
+ * - `{p:e:lane:<sink>}:outbox:dead`     dead letters (`alert`, `sink`, `error`, `status`, `response`, `attempts`, `entry`, `alert_id`, `failed_at`, `consumer`), `MAXLEN ~ outbox_max_len`
+ * - `{p:e:lane:<sink>}:outbox:attempts` hash entry id -> attempts started (TTL, refreshed on each attempt)
  *
- * An entry is acknowledged (XACK) per group when its sink delivered it or gave up on it, so
- * each sink is independently at-least-once. Entries read but not acknowledged by a stopped or
- * crashed consumer are taken over with XAUTOCLAIM once idle for `claimIdleMs`; a consumer keeps
- * the entries it is working on fresh (XCLAIM JUSTID) so nobody steals them mid-retry.
+ * An alert is written to every sink's lane, one write per lane (they are in different slots,
+ * so not atomic together): a lane whose write failed is retried alone, so a retry adds at
+ * most a duplicate that receivers drop by X-T1612D-Delivery (the alert id). An entry is
+ * acknowledged (XACK) when its sink delivered it or gave up on it, so each sink is
+ * independently at-least-once. Entries read but not acknowledged by a stopped or crashed
+ * consumer are taken over with XAUTOCLAIM once idle for `claimIdleMs`; a consumer keeps the
+ * entries it is working on fresh (XCLAIM JUSTID) so nobody steals them mid-retry.
  *
- * Appends go through one Lua script that also recreates missing groups (a Redis that lost its
- * data) and counts the undelivered entries that the length cap trimmed. Needs Redis >= 6.2
+ * The first layout (one stream `{p:e}:outbox` with a group per sink, `legacyKeys`) is drained
+ * where found: each sink also delivers its group's pending and unread entries there, its dead
+ * letters move to their sinks' lanes, and the old keys are deleted once no group owes anything.
+ *
+ * Appends go through one Lua script per lane that also recreates a missing group (a Redis that
+ * lost its data) and counts the undelivered entries the length cap trimmed. Needs Redis >= 6.2
  * (XAUTOCLAIM); counting trimmed unread entries needs >= 7.0 (group lag).
  */
 import type { Logger } from 'pino';
 import type { RedisClient } from '../store/redis/connection.js';
+import { envKeys, legacyKeys, type LaneKeys, type LegacyKeys } from '../store/redis/keys.js';
 import { describeError } from '../model/errors.js';
 import { truncate } from '../ops/logger.js';
-import type { AppendResult, DeadLetterInfo, OutboxStore, StoredEntry } from './outbox-store.js';
+import { PartialAppendError, type AppendResult, type DeadLetterInfo, type OutboxStore, type StoredEntry } from './outbox-store.js';
 
-/** Keys of one environment's outbox. */
-export function outboxKeys(prefix: string, environment: string): { stream: string; dead: string; attempts: (sink: string) => string } {
-  const tag = `{${prefix}:${environment}}`;
-  return {
-    stream: `${tag}:outbox`,
-    dead: `${tag}:outbox:dead`,
-    attempts: (sink) => `${tag}:outbox:attempts:${sink}`,
-  };
+/** Keys of one sink's lane (`envKeys(prefix, env).lane(sink)`). */
+export function laneKeys(prefix: string, environment: string, sink: string): LaneKeys {
+  return envKeys(prefix, environment).lane(sink);
 }
+
+/** Keys of the first layout's single outbox stream. */
+type LegacyOutboxKeys = LegacyKeys['outbox'];
 
 export interface RedisOutboxStoreOptions {
   prefix: string;
@@ -142,8 +150,8 @@ export async function appendEntry(
   return { id: reply[0], lost };
 }
 
-/** `[[id, [k, v, ...] | null], ...]` -> entries; deleted entries (null fields) are returned in `gone`. */
-function parseEntries(raw: unknown): { entries: StoredEntry[]; gone: string[] } {
+/** `[[id, [k, v, ...] | null], ...]` -> entries (ids behind `prefix`); deleted entries (null fields) are returned in `gone`, bare. */
+function parseEntries(raw: unknown, prefix = ''): { entries: StoredEntry[]; gone: string[] } {
   const entries: StoredEntry[] = [];
   const gone: string[] = [];
   if (!Array.isArray(raw)) return { entries, gone };
@@ -160,7 +168,7 @@ function parseEntries(raw: unknown): { entries: StoredEntry[]; gone: string[] } 
     const at = Number(map.get('at'));
     const sinks = map.get('sinks');
     entries.push({
-      id,
+      id: prefix + id,
       // A malformed entry (no `alert` field) still flows through so it can be dead-lettered.
       body: map.get('alert') ?? '',
       enqueuedAt: Number.isFinite(at) && at > 0 ? at : Number(id.split('-')[0]) || Date.now(),
@@ -182,6 +190,14 @@ function isNoGroup(err: unknown): boolean {
   return /NOGROUP/.test(describeError(err));
 }
 
+/** Where an entry lives: its lane's stream, or the first layout's single stream while it drains. */
+interface Source {
+  stream: string;
+  attempts: string;
+  /** Prefix of the ids handed to the lane (`legacy/` for the first layout), so ids never collide. */
+  prefix: string;
+}
+
 interface SinkReadState {
   /** Cursor through this consumer's own pending entries (a previous run under the same name). */
   ownCursor: string | undefined;
@@ -189,43 +205,128 @@ interface SinkReadState {
   lastClaimScan: number;
 }
 
+/** Prefix of ids read from the first layout's stream. */
+const LEGACY = 'legacy/';
+
+/** How often a sink looks at the first layout's stream again while it still exists. */
+const LEGACY_POLL_MS = 1_000;
+
 export class RedisOutboxStore implements OutboxStore {
   readonly kind = 'redis' as const;
-  private readonly keys: ReturnType<typeof outboxKeys>;
+  private readonly lanes = new Map<string, LaneKeys>();
+  private readonly old: LegacyOutboxKeys;
   private readonly readState = new Map<string, SinkReadState>();
+  private readonly legacyState = new Map<string, SinkReadState>();
+  /** Per sink: when to look at the first layout's stream next (0 = now); absent = drained. */
+  private readonly legacyNext = new Map<string, number>();
+  /** The first layout's stream was seen and is not known to be gone. */
+  private legacySeen = false;
+  private legacyLookedAt = 0;
 
   constructor(private readonly o: RedisOutboxStoreOptions) {
-    this.keys = outboxKeys(o.prefix, o.environment);
+    for (const sink of o.sinks) this.lanes.set(sink, laneKeys(o.prefix, o.environment, sink));
+    this.old = legacyKeys(o.prefix, o.environment).outbox;
   }
 
-  get streamKey(): string {
-    return this.keys.stream;
-  }
-
-  get deadKey(): string {
-    return this.keys.dead;
+  /** The keys of one sink's lane. */
+  lane(sink: string): LaneKeys {
+    let k = this.lanes.get(sink);
+    if (!k) this.lanes.set(sink, (k = laneKeys(this.o.prefix, this.o.environment, sink)));
+    return k;
   }
 
   async prepare(): Promise<void> {
-    for (const sink of this.o.sinks) await ensureGroup(this.o.client, this.keys.stream, sink);
+    for (const sink of this.o.sinks) {
+      const { stream } = this.lane(sink);
+      await ensureGroup(this.o.client, stream, sink);
+      // MKSTREAM made a key without a TTL; every outbox key expires (refreshed by appends).
+      await this.o.client.pexpire(stream, OUTBOX_TTL_MS);
+    }
+    await this.checkLegacy();
   }
 
-  append(body: string): Promise<AppendResult> {
-    return appendEntry(this.o.client, this.keys.stream, this.o.maxLen, body, this.o.sinks);
+  /**
+   * Looks for the first layout's outbox. When present, its dead letters move to their sinks'
+   * lanes and every sink drains its group there (pending and unread) besides its lane; once
+   * every group is empty the old keys are deleted.
+   */
+  private async checkLegacy(): Promise<void> {
+    this.legacyLookedAt = Date.now();
+    const present = (await this.o.client.exists(this.old.stream, this.old.dead)) > 0;
+    if (!present) {
+      this.legacySeen = false;
+      return;
+    }
+    if (!this.legacySeen) this.o.logger.info({ stream: this.old.stream }, 'outbox in the single-stream layout found; draining it into delivery');
+    this.legacySeen = true;
+    for (const sink of this.o.sinks) if (!this.legacyNext.has(sink)) this.legacyNext.set(sink, 0);
+    await this.finishLegacy();
   }
 
-  private state(sink: string): SinkReadState {
-    let s = this.readState.get(sink);
+  /** Deletes the first layout's keys when no group there owes anything; true once gone. */
+  private async finishLegacy(): Promise<boolean> {
+    await moveLegacyDead(this.o.client, this.o.prefix, this.o.environment, this.o.maxLen, this.o.logger);
+    const gone = await finishLegacyOutbox(this.o.client, this.old);
+    if (gone) {
+      if (this.legacySeen) this.o.logger.info({ stream: this.old.stream }, 'outbox in the single-stream layout drained and deleted');
+      this.legacySeen = false;
+      this.legacyNext.clear();
+    }
+    return gone;
+  }
+
+  async append(body: string, only?: string[]): Promise<AppendResult> {
+    const targets = only ?? this.o.sinks;
+    const lost: Record<string, number> = {};
+    const failed: string[] = [];
+    let id = '';
+    let firstError: unknown;
+    // One write per lane, each in its own slot, all at once. Not atomic across lanes: the
+    // caller retries only the lanes that failed, so a retry duplicates nothing that landed.
+    const results = await Promise.allSettled(targets.map((sink) => appendEntry(this.o.client, this.lane(sink).stream, this.o.maxLen, body, [sink])));
+    results.forEach((r, i) => {
+      const sink = targets[i] as string;
+      if (r.status === 'fulfilled') {
+        id ||= r.value.id;
+        const n = r.value.lost[sink];
+        if (n) lost[sink] = n;
+      } else {
+        failed.push(sink);
+        firstError ??= r.reason;
+      }
+    });
+    if (failed.length > 0) throw new PartialAppendError(failed, lost, firstError);
+    return { id, lost };
+  }
+
+  private state(map: Map<string, SinkReadState>, sink: string): SinkReadState {
+    let s = map.get(sink);
     if (!s) {
       s = { ownCursor: '0', claimCursor: '0-0', lastClaimScan: 0 };
-      this.readState.set(sink, s);
+      map.set(sink, s);
     }
     return s;
   }
 
+  private laneSource(sink: string): Source {
+    const k = this.lane(sink);
+    return { stream: k.stream, attempts: k.attempts, prefix: '' };
+  }
+
+  private legacySource(sink: string): Source {
+    return { stream: this.old.stream, attempts: this.old.attempts(sink), prefix: LEGACY };
+  }
+
+  /** The source an id handed out belongs to, and the stream id inside it. */
+  private where(sink: string, id: string): { src: Source; id: string } {
+    return id.startsWith(LEGACY) ? { src: this.legacySource(sink), id: id.slice(LEGACY.length) } : { src: this.laneSource(sink), id };
+  }
+
   async read(sink: string, max: number, signal: AbortSignal): Promise<StoredEntry[]> {
+    const legacy = await this.readLegacy(sink, max);
+    if (legacy.length > 0) return legacy;
     try {
-      return await this.readOnce(sink, max, signal);
+      return await this.readOnce(this.laneSource(sink), this.state(this.readState, sink), sink, max, signal, true);
     } catch (err) {
       if (isNoGroup(err)) {
         // Redis lost the stream (restart without persistence): recreate and read again soon.
@@ -236,15 +337,44 @@ export class RedisOutboxStore implements OutboxStore {
     }
   }
 
-  private async readOnce(sink: string, max: number, signal: AbortSignal): Promise<StoredEntry[]> {
-    const s = this.state(sink);
-    const { stream } = this.keys;
+  /** Entries of the first layout's stream for `sink`, while it has any (see checkLegacy). */
+  private async readLegacy(sink: string, max: number): Promise<StoredEntry[]> {
+    const now = Date.now();
+    const next = this.legacyNext.get(sink);
+    if (next === undefined) {
+      // None here: look again now and then, since a daemon of the previous version may still
+      // be writing there during a rolling upgrade.
+      if (now - this.legacyLookedAt < Math.max(LEGACY_POLL_MS * 10, this.o.claimIdleMs)) return [];
+      this.legacyLookedAt = now;
+      await this.checkLegacy();
+      if (!this.legacyNext.has(sink)) return [];
+    } else if (now < next) {
+      return [];
+    }
+    let entries: StoredEntry[];
+    try {
+      entries = await this.readOnce(this.legacySource(sink), this.state(this.legacyState, sink), sink, max, undefined, false);
+    } catch (err) {
+      if (!isNoGroup(err)) throw err;
+      // No group for this sink there (or the stream is gone): nothing this sink owes.
+      entries = [];
+    }
+    if (entries.length > 0) return entries;
+    const s = this.state(this.legacyState, sink);
+    // Nothing now; entries held by another consumer become claimable later, so look again.
+    this.legacyNext.set(sink, now + Math.min(LEGACY_POLL_MS, Math.max(50, this.o.claimIdleMs / 2)));
+    if (s.claimCursor === '0-0' && s.ownCursor === undefined) await this.finishLegacy();
+    return [];
+  }
+
+  private async readOnce(src: Source, s: SinkReadState, sink: string, max: number, signal: AbortSignal | undefined, block: boolean): Promise<StoredEntry[]> {
+    const { stream } = src;
     if (s.ownCursor !== undefined) {
       // Entries this consumer name read before a restart and never acknowledged.
       const raw = await this.o.client.xreadgroup('GROUP', sink, this.o.consumer, 'COUNT', max, 'STREAMS', stream, s.ownCursor);
       const batch = firstStreamEntries(raw);
-      const { entries, gone } = parseEntries(batch);
-      await this.forget(sink, gone);
+      const { entries, gone } = parseEntries(batch, src.prefix);
+      await this.forget(src, sink, gone);
       const last = Array.isArray(batch) && batch.length > 0 ? (batch[batch.length - 1] as unknown[])[0] : undefined;
       s.ownCursor = typeof last === 'string' && Array.isArray(batch) && batch.length >= max ? last : undefined;
       if (entries.length > 0) return entries;
@@ -256,97 +386,130 @@ export class RedisOutboxStore implements OutboxStore {
         const next = typeof raw[0] === 'string' ? raw[0] : '0-0';
         if (next === '0-0') s.lastClaimScan = now;
         s.claimCursor = next;
-        const { entries, gone } = parseEntries(raw[1]);
+        const { entries, gone } = parseEntries(raw[1], src.prefix);
         const deleted = Array.isArray(raw[2]) ? raw[2].map(String) : [];
         if (deleted.length > 0 || gone.length > 0) {
           this.o.logger.warn({ sink, entries: [...deleted, ...gone].slice(0, 20), count: deleted.length + gone.length }, 'outbox entries were trimmed before delivery');
         }
-        await this.forget(sink, [...gone, ...deleted]);
+        await this.forget(src, sink, [...gone, ...deleted]);
         if (entries.length > 0) {
           this.o.logger.info({ sink, count: entries.length }, 'outbox took over entries from a stopped consumer');
           return entries;
         }
       }
     }
-    if (signal.aborted) return [];
+    if (signal?.aborted) return [];
+    if (!block) {
+      // The first layout's stream: take what is there, never wait on it.
+      const raw = await this.o.client.xreadgroup('GROUP', sink, this.o.consumer, 'COUNT', max, 'STREAMS', stream, '>');
+      return parseEntries(firstStreamEntries(raw), src.prefix).entries;
+    }
     const raw = await this.o.blockingClient(sink).xreadgroup('GROUP', sink, this.o.consumer, 'COUNT', max, 'BLOCK', this.o.blockMs, 'STREAMS', stream, '>');
-    return parseEntries(firstStreamEntries(raw)).entries;
+    return parseEntries(firstStreamEntries(raw), src.prefix).entries;
   }
 
   /** Acknowledge ids whose stream entry no longer exists (trimmed). */
-  private async forget(sink: string, ids: string[]): Promise<void> {
+  private async forget(src: Source, sink: string, ids: string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.o.client.multi().xack(this.keys.stream, sink, ...ids).hdel(this.keys.attempts(sink), ...ids).exec();
+    await this.o.client.multi().xack(src.stream, sink, ...ids).hdel(src.attempts, ...ids).exec();
   }
 
-  async attempt(sink: string, id: string): Promise<number> {
-    const key = this.keys.attempts(sink);
-    const res = await this.o.client.multi().hincrby(key, id, 1).pexpire(key, this.o.attemptsTtlMs).exec();
+  async attempt(sink: string, handle: string): Promise<number> {
+    const { src, id } = this.where(sink, handle);
+    const res = await this.o.client.multi().hincrby(src.attempts, id, 1).pexpire(src.attempts, this.o.attemptsTtlMs).exec();
     const first = res?.[0];
     if (!first || first[0]) throw first?.[0] ?? new Error('attempt count transaction aborted');
     return Number(first[1]);
   }
 
-  async ack(sink: string, id: string): Promise<void> {
-    const res = await this.o.client.multi().xack(this.keys.stream, sink, id).hdel(this.keys.attempts(sink), id).exec();
+  async ack(sink: string, handle: string): Promise<void> {
+    const { src, id } = this.where(sink, handle);
+    const res = await this.o.client.multi().xack(src.stream, sink, id).hdel(src.attempts, id).exec();
     throwIfFailed(res);
   }
 
   async deadLetter(sink: string, entry: StoredEntry, info: DeadLetterInfo): Promise<void> {
+    const { src, id } = this.where(sink, entry.id);
+    const dead = this.lane(sink).dead;
     const alertId = /"id"\s*:\s*"([^"]{1,200})"/.exec(entry.body)?.[1] ?? '';
-    const res = await this.o.client
-      .multi()
-      .xadd(
-        this.keys.dead,
-        'MAXLEN',
-        '~',
-        this.o.maxLen,
-        '*',
-        'alert',
-        entry.body,
-        'sink',
-        sink,
-        'error',
-        truncate(info.error, 1000),
-        'status',
-        info.status !== undefined ? String(info.status) : '',
-        'response',
-        truncate(info.responseBody ?? '', 1000),
-        'attempts',
-        String(info.attempts),
-        'entry',
-        entry.id,
-        'alert_id',
-        alertId,
-        'failed_at',
-        new Date().toISOString(),
-        'consumer',
-        this.o.consumer,
-      )
-      .pexpire(this.keys.dead, DEAD_TTL_MS)
-      .xack(this.keys.stream, sink, entry.id)
-      .hdel(this.keys.attempts(sink), entry.id)
-      .exec();
-    throwIfFailed(res);
+    const fields = [
+      'alert',
+      entry.body,
+      'sink',
+      sink,
+      'error',
+      truncate(info.error, 1000),
+      'status',
+      info.status !== undefined ? String(info.status) : '',
+      'response',
+      truncate(info.responseBody ?? '', 1000),
+      'attempts',
+      String(info.attempts),
+      'entry',
+      id,
+      'alert_id',
+      alertId,
+      'failed_at',
+      new Date().toISOString(),
+      'consumer',
+      this.o.consumer,
+    ];
+    if (src.prefix === '') {
+      // The lane's stream, dead letters and attempt counts share a slot: one transaction.
+      const res = await this.o.client
+        .multi()
+        .xadd(dead, 'MAXLEN', '~', this.o.maxLen, '*', ...fields)
+        .pexpire(dead, DEAD_TTL_MS)
+        .xack(src.stream, sink, id)
+        .hdel(src.attempts, id)
+        .exec();
+      throwIfFailed(res);
+      return;
+    }
+    // An entry of the first layout: its stream is in another slot. Record first, then forget;
+    // a crash in between delivers it again and may record it twice (at least once).
+    throwIfFailed(await this.o.client.multi().xadd(dead, 'MAXLEN', '~', this.o.maxLen, '*', ...fields).pexpire(dead, DEAD_TTL_MS).exec());
+    throwIfFailed(await this.o.client.multi().xack(src.stream, sink, id).hdel(src.attempts, id).exec());
   }
 
-  async keepAlive(sink: string, ids: string[]): Promise<void> {
-    for (let i = 0; i < ids.length; i += 500) {
-      const chunk = ids.slice(i, i + 500);
-      await this.o.client.call('XCLAIM', this.keys.stream, sink, this.o.consumer, '0', ...chunk, 'JUSTID');
+  async keepAlive(sink: string, handles: string[]): Promise<void> {
+    const bySource = new Map<string, { src: Source; ids: string[] }>();
+    for (const h of handles) {
+      const { src, id } = this.where(sink, h);
+      let g = bySource.get(src.stream);
+      if (!g) bySource.set(src.stream, (g = { src, ids: [] }));
+      g.ids.push(id);
+    }
+    for (const { src, ids } of bySource.values()) {
+      for (let i = 0; i < ids.length; i += 500) {
+        const chunk = ids.slice(i, i + 500);
+        await this.o.client.call('XCLAIM', src.stream, sink, this.o.consumer, '0', ...chunk, 'JUSTID');
+      }
     }
   }
 
   async pending(): Promise<number> {
-    return streamBacklog(this.o.client, this.keys.stream, this.o.sinks);
+    let worst = 0;
+    for (const sink of this.o.sinks) {
+      let n = await streamBacklog(this.o.client, this.lane(sink).stream, [sink]);
+      if (this.legacySeen) n += await streamBacklog(this.o.client, this.old.stream, [sink]);
+      worst = Math.max(worst, n);
+    }
+    return worst;
   }
 
   async deadLetterCount(): Promise<number> {
-    return this.o.client.xlen(this.keys.dead);
+    let n = 0;
+    for (const sink of this.o.sinks) n += await this.o.client.xlen(this.lane(sink).dead);
+    // Dead letters of the first layout not moved to their lanes yet.
+    return n + (await this.o.client.xlen(this.old.dead));
   }
 
-  replayDeadLetters(sink?: string): Promise<number> {
-    return replayDead(this.o.client, this.keys, this.o.maxLen, this.o.logger, sink);
+  async replayDeadLetters(sink?: string): Promise<number> {
+    if (this.legacySeen) await moveLegacyDead(this.o.client, this.o.prefix, this.o.environment, this.o.maxLen, this.o.logger);
+    let moved = 0;
+    for (const s of sink !== undefined ? [sink] : this.o.sinks) moved += await replayDead(this.o.client, s, this.lane(s), this.o.maxLen, this.o.logger);
+    return moved;
   }
 
   async close(): Promise<void> {
@@ -409,39 +572,97 @@ export async function streamBacklog(client: RedisClient, stream: string, groups:
 }
 
 /**
- * Move dead letters back into the outbox, each addressed to the sink that gave up on it (other
- * sinks skip it), then delete it from the dead letters. Not atomic per entry: a crash between
- * the two steps replays that entry twice, which at-least-once delivery allows.
+ * Move a lane's dead letters back into its stream, addressed to its sink, then delete each from
+ * the dead letters. Not atomic per entry: a crash between the two steps replays that entry
+ * twice, which at-least-once delivery allows.
  */
-export async function replayDead(
-  client: RedisClient,
-  keys: ReturnType<typeof outboxKeys>,
-  maxLen: number,
-  logger: Logger,
-  onlySink?: string,
-): Promise<number> {
+export async function replayDead(client: RedisClient, sink: string, lane: LaneKeys, maxLen: number, logger: Logger): Promise<number> {
   let moved = 0;
   let cursor = '-';
   for (;;) {
-    const batch = await client.xrange(keys.dead, cursor, '+', 'COUNT', 200);
+    const batch = await client.xrange(lane.dead, cursor, '+', 'COUNT', 200);
     if (batch.length === 0) break;
     for (const [id, fields] of batch) {
       cursor = `(${id}`;
-      const f = flatToObject(fields);
-      const sink = typeof f['sink'] === 'string' ? f['sink'] : '';
-      const body = typeof f['alert'] === 'string' ? f['alert'] : undefined;
-      if (onlySink !== undefined && sink !== onlySink) continue;
-      if (body === undefined || sink === '') {
-        logger.warn({ entry: id }, 'dead letter without alert or sink left in place');
+      const body = flatToObject(fields)['alert'];
+      if (typeof body !== 'string') {
+        logger.warn({ entry: id, sink }, 'dead letter without alert left in place');
         continue;
       }
       // The append script creates the sink's group when it is missing.
-      await appendEntry(client, keys.stream, maxLen, body, [sink], [sink]);
-      await client.xdel(keys.dead, id);
+      await appendEntry(client, lane.stream, maxLen, body, [sink], [sink]);
+      await client.xdel(lane.dead, id);
       moved += 1;
     }
     if (batch.length < 200) break;
   }
-  if (moved > 0) logger.info({ moved, sink: onlySink ?? 'all' }, 'dead letters moved back to the outbox');
+  if (moved > 0) logger.info({ moved, sink }, 'dead letters moved back to the outbox');
   return moved;
+}
+
+/**
+ * Move the first layout's dead letters to the dead letters of the lane of the sink that gave
+ * up on each (fields kept as they are), so `outbox replay-dead` finds them. Copy, then delete:
+ * a crash in between leaves a copy in both, replayed at most twice.
+ */
+export async function moveLegacyDead(client: RedisClient, prefix: string, environment: string, maxLen: number, logger: Logger): Promise<number> {
+  const old = legacyKeys(prefix, environment).outbox;
+  let moved = 0;
+  let cursor = '-';
+  for (;;) {
+    const batch = await client.xrange(old.dead, cursor, '+', 'COUNT', 200);
+    if (batch.length === 0) break;
+    for (const [id, fields] of batch) {
+      cursor = `(${id}`;
+      const f = flatToObject(fields);
+      const sink = f['sink'];
+      if (typeof sink !== 'string' || sink === '' || typeof f['alert'] !== 'string') {
+        logger.warn({ entry: id }, 'dead letter of the single-stream layout without alert or sink left in place');
+        continue;
+      }
+      const dead = laneKeys(prefix, environment, sink).dead;
+      throwIfFailed(await client.multi().xadd(dead, 'MAXLEN', '~', maxLen, '*', ...fields).pexpire(dead, DEAD_TTL_MS).exec());
+      await client.xdel(old.dead, id);
+      moved += 1;
+    }
+    if (batch.length < 200) break;
+  }
+  if (moved > 0) logger.info({ moved }, 'dead letters of the single-stream layout moved to their lanes');
+  return moved;
+}
+
+/**
+ * Deletes the first layout's stream and attempt counts once no consumer group there has a
+ * pending or unread entry, and its dead letters once empty, in one script (one slot) so an
+ * alert appended meanwhile by a daemon of the previous version is never deleted unread.
+ * Returns 1 once the stream is gone.
+ */
+const FINISH_LEGACY_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local pending, last = 0, '0-0'
+    for j = 1, #g, 2 do
+      if g[j] == 'pending' then pending = g[j + 1] elseif g[j] == 'last-delivered-id' then last = g[j + 1] end
+    end
+    if pending > 0 then return 0 end
+    if #redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1) > 0 then return 0 end
+  end
+  redis.call('DEL', KEYS[1])
+end
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('XLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[2]) end
+return 1
+`;
+
+export async function finishLegacyOutbox(client: RedisClient, old: LegacyOutboxKeys): Promise<boolean> {
+  let groups: string[] = [];
+  try {
+    const infos = await client.xinfo('GROUPS', old.stream);
+    if (Array.isArray(infos)) groups = infos.map((g) => String(flatToObject(g)['name']));
+  } catch (err) {
+    if (!/no such key/i.test(describeError(err))) throw err;
+  }
+  const keys = [old.stream, old.dead, ...groups.map((g) => old.attempts(g))];
+  const res = await client.eval(FINISH_LEGACY_SCRIPT, keys.length, ...keys);
+  return Number(res) === 1;
 }

@@ -1,8 +1,8 @@
 /**
  * Storage behind the outbox: where alerts wait between `enqueue` and a sink's acknowledgement.
- * Two implementations share the delivery logic in outbox.ts: a Redis Stream with one consumer
- * group per sink (durable, shared by the environment's daemons; outbox-redis.ts) and the
- * in-memory queue below (one process, lost on restart).
+ * Two implementations share the delivery logic in outbox.ts: a Redis Stream per sink (lane),
+ * each read by the sink's consumer group (durable, shared by the environment's daemons;
+ * outbox-redis.ts), and the in-memory queue below (one process, lost on restart).
  */
 import type { Logger } from 'pino';
 
@@ -34,12 +34,30 @@ export interface AppendResult {
   lost: Record<string, number>;
 }
 
+/**
+ * An append that reached some sinks and not others: `failed` are the sinks whose write did not
+ * land (retry those only), `lost` the trim counts of the writes that did.
+ */
+export class PartialAppendError extends Error {
+  constructor(
+    readonly failed: string[],
+    readonly lost: Record<string, number>,
+    readonly cause: unknown,
+  ) {
+    super(`outbox write failed for ${failed.join(', ')}: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'PartialAppendError';
+  }
+}
+
 export interface OutboxStore {
   readonly kind: 'redis' | 'memory';
   /** Create what must exist before the first append (consumer groups). Safe to call again. */
   prepare(): Promise<void>;
-  /** Store one alert body durably for every sink. */
-  append(body: string): Promise<AppendResult>;
+  /**
+   * Store one alert body durably for every sink (or only the sinks `only` names, to retry a
+   * partial failure). Throws PartialAppendError naming the sinks whose write failed.
+   */
+  append(body: string, only?: string[]): Promise<AppendResult>;
   /**
    * Up to `max` entries for `sink` that nobody is delivering: new ones, a previous run's
    * leftovers, and ones whose consumer stopped (idle too long). May wait briefly for new entries;
@@ -105,8 +123,8 @@ export class MemoryOutboxStore implements OutboxStore {
 
   async prepare(): Promise<void> {}
 
-  async append(body: string): Promise<AppendResult> {
-    return this.insert(body, this.o.sinks);
+  async append(body: string, only?: string[]): Promise<AppendResult> {
+    return this.insert(body, only ?? this.o.sinks);
   }
 
   private insert(body: string, sinks: string[]): AppendResult {

@@ -1,7 +1,8 @@
 /**
  * The outbox: at-least-once delivery of alerts to every configured sink.
  *
- * `enqueue` stores the alert (Redis Stream, or memory without Redis) before anything is sent.
+ * `enqueue` stores the alert (a Redis Stream per sink, or memory without Redis) before anything
+ * is sent.
  * One lane per sink (outbox-lane.ts) then reads entries, sends them with at most `concurrency`
  * requests in flight and at most `maxInFlight` entries held in memory, acknowledges on success,
  * retries retryable failures with capped exponential backoff and jitter (honouring
@@ -25,8 +26,9 @@ import { Backoff, sleep } from '../ops/backoff.js';
 import type { Metrics } from '../ops/metrics.js';
 import { createRedisClient, waitReady, type RedisClient } from '../store/redis/connection.js';
 import { Lane, type LaneContext } from './outbox-lane.js';
-import { MemoryOutboxStore, type OutboxStore } from './outbox-store.js';
-import { RedisOutboxStore, outboxKeys, replayDead } from './outbox-redis.js';
+import { MemoryOutboxStore, PartialAppendError, type OutboxStore } from './outbox-store.js';
+import { RedisOutboxStore, laneKeys, moveLegacyDead, replayDead } from './outbox-redis.js';
+import { createSinks } from './sinks.js';
 import type { Sink } from './sink.js';
 
 export { retryDelayMs } from './outbox-lane.js';
@@ -166,24 +168,30 @@ class OutboxImpl implements Outbox {
     const body = JSON.stringify(alert);
     const deadline = Date.now() + (this.tuning.enqueueTimeoutMs ?? 30_000);
     const backoff = new Backoff({ initialMs: 100, maxMs: 2_000 });
+    // Undefined: every sink; after a partial failure, only the sinks whose write failed.
+    let only: string[] | undefined;
     for (;;) {
       try {
-        const { lost } = await this.store.append(body);
-        const worst = Math.max(0, ...Object.values(lost));
-        if (worst > 0) {
-          this.deps.metrics.outboxTrimmed.inc(worst);
-          this.deps.logger.error(
-            { lost, maxLen: this.cfg.outboxMaxLen },
-            'outbox length cap dropped undelivered alerts; raise outbox_max_len or fix the sink',
-          );
-        }
+        const { lost } = await this.store.append(body, only);
+        this.countTrimmed(lost);
         return;
       } catch (err) {
+        if (err instanceof PartialAppendError) {
+          this.countTrimmed(err.lost);
+          only = err.failed;
+        }
         if (this.closing || Date.now() >= deadline) throw err;
-        this.deps.logger.warn({ alertId: alert.id, err: describeError(err) }, 'outbox write failed; retrying');
+        this.deps.logger.warn({ alertId: alert.id, sinks: only, err: describeError(err) }, 'outbox write failed; retrying');
         await sleep(backoff.next(), this.stopCtl.signal);
       }
     }
+  }
+
+  private countTrimmed(lost: Record<string, number>): void {
+    const worst = Math.max(0, ...Object.values(lost));
+    if (worst === 0) return;
+    this.deps.metrics.outboxTrimmed.inc(worst);
+    this.deps.logger.error({ lost, maxLen: this.cfg.outboxMaxLen }, 'outbox length cap dropped undelivered alerts; raise outbox_max_len or fix the sink');
   }
 
   async pending(): Promise<number> {
@@ -340,9 +348,11 @@ export function createOutbox(cfg: Config, deps: OutboxDeps): Outbox {
 }
 
 /**
- * `t1612d outbox replay-dead`: move every dead letter of this environment back into the
- * outbox, addressed to the sink that gave up on it. Needs Redis (memory dead letters live only
- * inside a running daemon). Returns how many moved.
+ * `t1612d outbox replay-dead`: move the dead letters of this environment back into the
+ * outbox, each into the lane of the sink that gave up on it: every sink the configuration
+ * names, or only `sink`. Dead letters of the first (single-stream) layout move to their lanes
+ * first. Needs Redis (memory dead letters live only inside a running daemon). Returns how many
+ * moved.
  */
 export async function replayDeadLetters(
   cfg: Config,
@@ -352,11 +362,27 @@ export async function replayDeadLetters(
   if (!factory) {
     throw new Error('outbox replay-dead needs redis_url or redis_cluster_nodes: without Redis, dead letters live only in the running daemon');
   }
+  let sinks: string[];
+  if (deps.sink !== undefined) {
+    sinks = [deps.sink];
+  } else {
+    // Only the names are needed; the sinks themselves are closed at once.
+    const built = createSinks(cfg, { logger: deps.logger });
+    sinks = built.map((s) => s.name);
+    await Promise.all(built.map((s) => s.close?.()));
+  }
   const client = factory({ name: 't1612d-replay-dead', blocking: false });
   try {
     await waitReady(client, 10_000);
-    const moved = await replayDead(client, outboxKeys(cfg.redisPrefix, cfg.environment), cfg.outboxMaxLen, deps.logger, deps.sink);
-    deps.metrics?.outboxDeadLetters.set(await client.xlen(outboxKeys(cfg.redisPrefix, cfg.environment).dead));
+    await moveLegacyDead(client, cfg.redisPrefix, cfg.environment, cfg.outboxMaxLen, deps.logger);
+    let moved = 0;
+    let left = 0;
+    for (const sink of sinks) {
+      const lane = laneKeys(cfg.redisPrefix, cfg.environment, sink);
+      moved += await replayDead(client, sink, lane, cfg.outboxMaxLen, deps.logger);
+      left += await client.xlen(lane.dead);
+    }
+    deps.metrics?.outboxDeadLetters.set(left);
     return moved;
   } finally {
     await quitClient(client);
