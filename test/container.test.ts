@@ -396,6 +396,8 @@ describe('container image on a real Docker engine', function () {
           if (CI) assert.fail('the write-ahead log case needs the test\'s own redis-server (unset REDIS_URL)');
           this.skip();
         }
+        // Taking events (immediate after the cases above; the wait when run on its own).
+        await container.waitHealthy(HEALTHY_WITHIN_MS);
         const lines = (await scriptLines()).map((l) => l.split(ATTACKER_IP).join(WAL_IP));
         const withIp = lines.filter((l) => l.includes(WAL_IP)).length;
         assert.ok(withIp > 0);
