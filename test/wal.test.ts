@@ -139,6 +139,27 @@ describe('write-ahead log', () => {
     writeFileSync(join(dir, 'lock'), '1');
     assert.throws(() => openWal(dir), (e: unknown) => e instanceof WalError && /data_dir .* in use by process 1/.test(e.message));
   });
+
+  it('takes over a lock whose pid now names a thread or a younger process (a restarted container reuses pids)', () => {
+    // A thread id of this very process: kill(tid, 0) succeeds, yet no other daemon holds the log.
+    const tid = readdirSync('/proc/self/task').map(Number).find((t) => t !== process.pid);
+    assert.ok(tid !== undefined, 'node runs threads besides its main one');
+    for (const stale of [String(tid), '1 0']) {
+      const dir = tmp();
+      // '1 0': pid 1 runs, but did not start at tick 0 (so it is not the process that wrote it).
+      writeFileSync(join(dir, 'lock'), stale);
+      const w = openWal(dir);
+      Array.from(w.replay());
+      w.close();
+    }
+  });
+
+  it('still refuses a lock whose pid and start time name a running process', () => {
+    const dir = tmp();
+    const stat = readFileSync('/proc/1/stat', 'utf8');
+    writeFileSync(join(dir, 'lock'), `1 ${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`);
+    assert.throws(() => openWal(dir), (e: unknown) => e instanceof WalError && /in use by process 1/.test(e.message));
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

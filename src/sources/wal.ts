@@ -386,19 +386,53 @@ export class Wal {
     const file = join(this.opts.dir, 'lock');
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        writeFileSync(file, String(process.pid), { flag: 'wx', mode: 0o600 });
+        // The pid and its start time: in a container every start begins a fresh pid namespace,
+        // so a stale lock's pid is often taken again (by another process, or a thread of ours).
+        writeFileSync(file, `${process.pid} ${startTime(process.pid) ?? ''}`.trim(), { flag: 'wx', mode: 0o600 });
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      const pid = Number(readFileSync(file, 'utf8').trim());
-      if (pid > 0 && pid !== process.pid && alive(pid)) {
+      const [pidText = '', started] = readFileSync(file, 'utf8').trim().split(/\s+/);
+      const pid = Number(pidText);
+      if (pid > 0 && pid !== process.pid && holder(pid, started)) {
         throw new WalError(`data_dir ${this.opts.dir} (T1612D_DATA_DIR) is in use by process ${pid}; give each daemon its own`);
       }
       unlinkSync(file); // left by a process that died (a crash is what the log is for)
     }
     throw new WalError(`data_dir ${this.opts.dir} (T1612D_DATA_DIR): cannot take the lock`);
   }
+}
+
+/**
+ * Start time of a process or thread (clock ticks since boot, field 22 of /proc/PID/stat), or
+ * undefined without such an entry (or without /proc).
+ */
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the process that wrote the lock still runs. With /proc: a process (not a thread:
+ * kill(2) also reaches thread ids) with that pid and, when the lock records one, the same
+ * start time. Without /proc: any process with that pid.
+ */
+function holder(pid: number, started: string | undefined): boolean {
+  if (!existsSync('/proc/self/stat')) return alive(pid);
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return false;
+  }
+  if (Number(/^Tgid:\s*(\d+)/m.exec(status)?.[1]) !== pid) return false;
+  return started === undefined || startTime(pid) === started;
 }
 
 function alive(pid: number): boolean {

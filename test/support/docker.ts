@@ -377,6 +377,11 @@ export class ServiceContainer {
     return JSON.parse(await dockerOk(['inspect', '--format', '{{json .State}}', this.name], 30_000)) as State;
   }
 
+  /** How often the restart policy started it again after it exited by itself. */
+  async restartCount(): Promise<number> {
+    return Number((await dockerOk(['inspect', '--format', '{{.RestartCount}}', this.name], 30_000)).trim());
+  }
+
   async logs(): Promise<string> {
     const r = await docker(['logs', '--tail', '60', this.name], 30_000);
     return `${r.stdout}${r.stderr}`;
