@@ -322,6 +322,28 @@ describe('in-memory store bounds', () => {
     assert.equal(await s.maintain('e', T0 + 41 * DAY, RETENTION), 0);
   });
 
+  it('an IP past the retention seen again is new and moves behind the fresh ones (maintenance order)', async () => {
+    const s = new MemoryFirstSeenStore(100);
+    await s.decide('e', [item('10.0.0.1', T0, 'a')], opts(T0));
+    await s.decide('e', [item('10.0.0.2', T0, 'b')], opts(T0 + DAY));
+    // Day 31: .1 is past the retention, new again, and now the most recently seen.
+    assert.equal((await s.decide('e', [item('10.0.0.1', T0, 'c')], opts(T0 + 31 * DAY))).results[0]?.isNew, true);
+    // Day 32: .2 (last seen day 1) is stale and must go although .1 was first in.
+    assert.equal(await s.maintain('e', T0 + 32 * DAY, RETENTION), 1);
+  });
+
+  it('dedupe claims are bounded: past 100,000 the oldest are forgotten, the newest still held', async () => {
+    const s = new MemoryFirstSeenStore(100);
+    const N = 100_001;
+    for (let i = 0; i < N; i++) await s.claim('e', `s${i}`, '203.0.113.1', 't', 3_600_000);
+    assert.equal(await s.claim('e', `s${N - 1}`, '203.0.113.1', 'other', 3_600_000), false, 'the newest is held');
+    assert.equal(await s.claim('e', 's1', '203.0.113.1', 'other', 3_600_000), false, 'one over the cap drops one');
+    assert.equal(await s.claim('e', 's0', '203.0.113.1', 'other', 3_600_000), true, 'the oldest claim was dropped');
+    // That claim went over the cap again: the next oldest made room.
+    assert.equal(await s.claim('e', 's1', '203.0.113.1', 'other', 3_600_000), true);
+    assert.equal(await s.claim('e', 's3', '203.0.113.1', 'other', 3_600_000), false);
+  });
+
   it('the session store holds at most maxSessions, forgetting the least recently written hosts first', async () => {
     let now = T0;
     const st = new MemoryBuildSessionStore(3, () => now);
