@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { classifyBuild, classifyEgress, type BuildSignal, type EgressSignal } from '../src/detect/classify.js';
 import { REMOTE_LINK_MS, SessionTable, remoteLinkMs } from '../src/detect/sessions.js';
+import { attribute } from '../src/detect/attribution.js';
 import type { FalcoEvent } from '../src/model/event.js';
 import type { SessionRecord } from '../src/model/session.js';
 
@@ -359,5 +360,65 @@ describe('session table: store hand-over, pruning, eviction', () => {
     assert.equal(t.openAt(H, T + 40).some((s) => s.id === a.id), true);
     const w = t.takeDirty();
     assert.equal(w.find((x) => x.host === 'node-b')?.upsert.length ?? 0, 0, 'an evicted session is not written');
+  });
+});
+
+describe('attribution edges', () => {
+  const on = { windowOnly: false, builderEgress: true, clockSkewMs: SKEW };
+  /** A classic-builder RUN step's process: `sh -c …` under containerd-shim, no image metadata. */
+  const classicEgress = (tMs: number): EgressSignal =>
+    egress(tMs, {
+      'proc.name': 'wget',
+      'proc.pname': 'sh',
+      'proc.pcmdline': 'sh -c wget http://203.0.113.5/',
+      'proc.aname[2]': 'containerd-shim',
+      'container.id': 'eeeeeeeeeeee',
+    });
+  const classicCli = (tMs: number, pid: string, pcmdline = 'sh -c DOCKER_BUILDKIT=0 docker build .'): BuildSignal =>
+    build(tMs, { 'proc.name': 'docker', 'proc.pid': pid, 'proc.cmdline': 'docker build .', 'proc.pcmdline': pcmdline });
+
+  it('a classic step container joins the newest classic docker build open when it started, not one begun after it', () => {
+    const t = table();
+    const older = t.applyBuild(classicCli(T, '100'))!;
+    const newer = t.applyBuild(classicCli(T + 60_000, '200'))!;
+    const sig = classicEgress(T + 120_000);
+    assert.equal(sig.classicCandidate, true);
+    const open = t.openAt(H, T + 120_000);
+    assert.equal(attribute(sig, open, on, { startedAt: T + 100_000 })?.session.id, newer.id);
+    // Started before the newer build (beyond the skew): only the older one can explain it.
+    assert.equal(attribute(sig, open, on, { startedAt: T + 60_000 - SKEW - 1 })?.session.id, older.id);
+    assert.equal(attribute(sig, open, on, { startedAt: T + 60_000 - SKEW })?.session.id, newer.id);
+    assert.equal(attribute(sig, open, on, { startedAt: T - SKEW - 1 }), null, 'started before every build');
+    // Without a start time nothing ties it.
+    assert.equal(attribute(sig, open, on), null);
+    assert.equal(attribute(sig, open, on, { startedAt: null }), null);
+  });
+
+  it('a classic step container is no step of a BuildKit, non-docker or step-carrying build', () => {
+    const sig = classicEgress(T + 1_000);
+    for (const s of [
+      classicCli(T, '100', 'sh -c DOCKER_BUILDKIT=1 docker build .'),
+      build(T, { 'proc.name': 'buildah', 'proc.pid': '100', 'proc.cmdline': 'buildah bud .' }),
+    ]) {
+      const t = table();
+      t.applyBuild(s);
+      assert.equal(attribute(sig, t.openAt(H, T + 1_000), on), null, s.proc.cmdline ?? '');
+    }
+    const t = table();
+    t.applyBuild(classicCli(T, '100'));
+    t.applyBuild(step(T + 500, '7'));
+    assert.equal(attribute(sig, t.openAt(H, T + 1_000), on, { startedAt: T + 600 }), null, 'its steps are BuildKit cgroups');
+  });
+
+  it('an image container started exactly a skew before the build began still inherits it; a window guess is no builder', () => {
+    const t = table();
+    const s = t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100', 'proc.cmdline': 'docker build -t team/app:2 .' }))!;
+    const img = egress(T + 1_000, { 'proc.name': 'curl', 'container.id': 'abcdefabcdef', 'container.image.repository': 'team/app', 'container.image.tag': '2' });
+    const open = t.openAt(H, T + 1_000);
+    assert.equal(attribute(img, open, on, { startedAt: T - SKEW })?.session.id, s.id);
+    assert.equal(attribute(img, open, on, { startedAt: T - SKEW - 1 }), null);
+    const w = attribute(egress(T + 1_000, { 'proc.name': 'curl' }), open, { ...on, windowOnly: true });
+    assert.deepEqual([w?.kind, w?.builder], ['window', false]);
+    assert.equal(attribute(img, [], on), null, 'nothing open');
   });
 });
