@@ -147,8 +147,11 @@ describe('session table: which build a step joins', () => {
     assert.equal(t.hasAny(H), false);
     const a = t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100' }))!;
     const b = t.applyBuild(build(T + 1_000, { 'proc.name': 'docker', 'proc.pid': '200' }))!;
+    assert.deepEqual(t.openAt(H, T + 1_500).map((s) => s.id), [b.id, a.id]);
     t.applyBuild(build(T + 2_000, { 'proc.name': 'docker', 'proc.pid': '101', 'proc.ppid': '100' }));
     assert.deepEqual(t.openAt(H, T + 3_000).map((s) => s.id), [a.id, b.id]);
+    // b's window (from its last activity) ends first; a, active later, still covers.
+    assert.deepEqual(t.openAt(H, T + 1_000 + WINDOW + 1).map((s) => s.id), [a.id]);
     assert.equal(t.hasAny(H), true);
     assert.equal(t.hasAny('other'), false);
     assert.equal(t.size, 2);
@@ -346,6 +349,37 @@ describe('session table: store hand-over, pruning, eviction', () => {
     assert.deepEqual(t.openAt(H, T + 3 * WINDOW).map((x) => x.id), [s.id]);
     // Its step finds it by pid.
     assert.equal(t.applyBuild(build(T + 3 * WINDOW + 1, { 'proc.name': 'runc', 'proc.ppid': '2', 'proc.pid': '3' }))?.id, s.id);
+  });
+
+  it('with more hosts than twice max_sessions, hosts that only remember a remote accept are forgotten', () => {
+    const onHost = (host: string, sig: BuildSignal): BuildSignal => ({ ...sig, host });
+    const remembered = table(1);
+    remembered.applyBuild(onHost('r', accept(T)));
+    remembered.applyBuild(onHost('h1', build(T, { 'proc.name': 'docker', 'proc.pid': '1' })));
+    assert.equal(remembered.applyBuild(onHost('r', dockerdStep(T + 10, '5')))?.remotePeer, '198.51.100.7:4000');
+    const forgotten = table(1);
+    forgotten.applyBuild(onHost('r', accept(T)));
+    forgotten.applyBuild(onHost('h1', build(T, { 'proc.name': 'docker', 'proc.pid': '1' })));
+    forgotten.applyBuild(onHost('h2', build(T, { 'proc.name': 'docker', 'proc.pid': '2' })));
+    assert.equal(forgotten.size, 1);
+    assert.equal(forgotten.applyBuild(onHost('r', dockerdStep(T + 10, '5')))?.remotePeer, null);
+  });
+
+  it('caps the images, cgroups and containers a session records', () => {
+    const t = table();
+    const tags = (from: number): string => Array.from({ length: 10 }, (_, i) => `-t img${from + i}:1`).join(' ');
+    const s = t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100', 'proc.cmdline': `docker build ${tags(0)} .` }))!;
+    t.applyBuild(build(T + 1, { 'proc.name': 'docker', 'proc.pid': '101', 'proc.ppid': '100', 'proc.cmdline': `docker build ${tags(0)} ${tags(10)}`.slice(0, 400) }));
+    assert.equal(s.images.length, 16);
+    assert.equal(s.imageRefs.length, 16);
+    assert.deepEqual(s.images.slice(0, 2), ['img0:1', 'img1:1']);
+    for (let i = 0; i < 40; i++) {
+      const id = (0x100000000000 + i).toString(16);
+      t.applyBuild(build(T + 2 + i, { 'proc.name': 'sh', 'proc.pname': 'runc', 'proc.aname[2]': 'dockerd', 'proc.ppid': '100', 'proc.pid': String(200 + i), 'container.id': id, 'thread.cgroups': `cpu=/docker/buildkit/${id}` }));
+    }
+    assert.equal(s.cgroups.length, 32);
+    assert.equal(s.containers.length, 16);
+    assert.equal(s.cgroups[0], 'buildkit:100000000000');
   });
 
   it('evicts the least recently active session past maxSessions, across hosts', () => {
