@@ -12,6 +12,7 @@ import { createRedisClient, waitReady } from '../src/store/redis/connection.js';
 import { envKeys } from '../src/store/redis/keys.js';
 import type { SessionRecord } from '../src/model/session.js';
 import { TestRedis, freePort, spawnRedisServer } from './support/redis.js';
+import { TestRedisCluster } from './support/redis-cluster.js';
 import { testConfig } from './support/scenarios.js';
 import { waitFor } from './support/wait.js';
 
@@ -91,6 +92,36 @@ describe('redis connection', () => {
   });
 });
 
+describe('redis cluster connection', function () {
+  this.timeout(60_000);
+  let cluster: TestRedisCluster;
+  before(async () => {
+    cluster = await TestRedisCluster.start();
+  });
+  after(async () => {
+    await cluster?.close();
+  });
+
+  it('cluster nodes as host:port or [host]:port: stores on the cluster decide like a single node', async () => {
+    // One node is enough to discover the rest; the bracketed spelling is how IPv6 nodes are written.
+    const [first = '', ...rest] = cluster.nodes;
+    const i = first.lastIndexOf(':');
+    const nodes = [`[${first.slice(0, i)}]${first.slice(i)}`, ...rest];
+    const m = new Metrics();
+    const s = await createStores(testConfig({ redisClusterNodes: nodes, redisPrefix: TestRedis.prefix() }), { logger: silentLogger(), metrics: m });
+    try {
+      assert.equal(s.kind, 'redis');
+      await waitFor('the cluster client to be ready', () => s.redisUp());
+      const o = { nowMs: T0, retentionMs: 86_400_000, learningPeriodMs: 0, learningStartCandidate: T0, claimTtlMs: 60_000 };
+      const a = await s.firstSeen.decide('e', [{ ip: '203.0.113.1', eventTimeMs: T0, token: 'a', claim: 's' }], o);
+      const b = await s.firstSeen.decide('e', [{ ip: '203.0.113.1', eventTimeMs: T0, token: 'b', claim: 's' }], o);
+      assert.deepEqual([a.results[0]?.claimed, b.results[0]?.isNew], [true, false]);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe('store factory', () => {
   it('memory stores when no Redis is configured: connected gauge 1, always up', async () => {
     const m = new Metrics();
@@ -116,6 +147,12 @@ describe('store factory', () => {
     try {
       assert.equal(s.kind, 'redis');
       assert.equal(await gauge(m), 1);
+      const raw = new Redis(redis.url);
+      try {
+        assert.match(await raw.client('LIST') as string, /name=t1612d-correlator /);
+      } finally {
+        raw.disconnect();
+      }
     } finally {
       await s.close();
       await redis.close();
