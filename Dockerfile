@@ -37,16 +37,24 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY bin ./bin
-# Loaded at run time: dist/falco/*.js reads ../../proto/falco/*.proto.
+# Loaded at run time: dist/sources/proto.js reads ../../proto/falco/*.proto.
 COPY proto ./proto
 # Default input of `t1612d rules check` (compose mounts the host's copy over it).
 COPY falco-rules ./falco-rules
-# Files stay root-owned and read-only to the service user.
+# Files stay root-owned and read-only to the service user. The write-ahead log (data_dir) is
+# the one writable place: a volume, so the root filesystem can stay read-only. Group root may
+# write it too: the gRPC compose runs the service as 0:0 with every capability dropped (to
+# reach Falco's root-owned socket), and without CAP_DAC_OVERRIDE root writes only where its
+# user or group may.
+RUN mkdir -p /var/lib/t1612d && chown node:root /var/lib/t1612d && chmod 0770 /var/lib/t1612d
+ENV T1612D_DATA_DIR=/var/lib/t1612d
+VOLUME ["/var/lib/t1612d"]
 USER node
 EXPOSE 2802
 # /healthz answers while the process runs; a fetch from node avoids needing curl in a slim
-# image. The port follows T1612D_HTTP_ADDRESS (health needs the HTTP server enabled).
+# image. The port follows T1612D_HTTP_ADDRESS (health needs the HTTP server enabled; with
+# T1612D_HTTP_TLS_CERT_FILE set, probe https instead).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "const p = (process.env.T1612D_HTTP_ADDRESS || '0.0.0.0:2802').split(':').pop(); fetch('http://127.0.0.1:' + p + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const p = (process.env.T1612D_HTTP_ADDRESS || '127.0.0.1:2802').split(':').pop(); fetch('http://127.0.0.1:' + p + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/bin/t1612d.js"]
 CMD ["run"]

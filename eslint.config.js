@@ -33,7 +33,7 @@ const layerZones = Object.entries(LAYERS).map(([layer, allowed]) => ({
 }));
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'bin/', 'eslint.config.js'] },
+  { ignores: ['dist/', 'node_modules/', 'bin/', 'eslint.config.js', '.stryker-tmp*/', 'reports/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   importX.flatConfigs.typescript,

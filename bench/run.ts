@@ -1,258 +1,399 @@
 /**
- * `npm run bench`: throughput and latency figures for the hot paths. Prints numbers; asserts
- * nothing (timing goals live here, not in tests).
+ * `npm run bench`: t1612d side by side with the simplest programs that do part of its job, on
+ * the same machine in the same run, so the figures are ratios rather than absolutes on a noisy
+ * box. Prints the ratios first, then the figures behind them. Asserts nothing.
  *
- * 1. correlator, memory stores, warm known-IP cache (the busy-host steady state)
- * 2. correlator, Redis stores, warm cache
- * 3. correlator, Redis stores, cold: every event a never-seen IP outside any build (batched
- *    first-seen writes)
- * 4. event-to-alert latency: builds whose step reaches a new IP, Redis stores
- * 5. HTTP ingest end to end: NDJSON batches POSTed to a running daemon (memory stores)
- * 6. gRPC end to end: a Falco emulator's queue drained over `sub` on a unix socket into a
- *    running daemon (memory stores); the emulator encodes in the same process, so this
- *    understates what the client alone sustains
+ * Every program under test runs in its own process (bench/child.ts), fresh for each round:
+ * - gRPC: a Falco-like server (own process, Falco's `sub` semantics, events encoded before the
+ *   round) serves the same events to: a grpc-js client counting raw messages; a grpc-js client
+ *   decoding with proto-loader; t1612d (Redis stores, webhook delivery to this process).
+ *   Rounds are interleaved (the order rotates), medians and spread (min–max) are reported.
+ * - HTTP: the same NDJSON bodies POSTed to t1612d and to a bare Node server that only
+ *   JSON.parses each line.
+ * - Latency: 5,000 events/s into Falco's queue, each stamped when queued; one in 50 goes to a
+ *   never-seen IP inside a build, and its alert's arrival at the webhook is timed from that
+ *   stamp (so the client's polling gaps count).
+ * - Memory: peak RSS (VmHWM) of t1612d after 1M egress events over 100k distinct IPs, and
+ *   Redis commands per event (INFO commandstats of a private redis-server).
+ * Then the in-process micro benchmarks of bench/micro.ts (BENCH_MICRO=0 skips them).
  *
- * Redis: a private redis-server (or REDIS_URL). Sizes scale with BENCH_SCALE (default 1).
+ * BENCH_SCALE (default 1) multiplies the event counts; BENCH_ROUNDS (default 3) the rounds;
+ * BENCH_ONLY (e.g. `grpc,latency`) picks parts: grpc, http, latency, memory. BENCH_LAT_RATE and
+ * BENCH_LAT_EVERY change the latency run's rate (5000/s) and alert share (1 in 50);
+ * BENCH_DEBUG=1 prints the daemon's counters each second and every latency in arrival order;
+ * BENCH_PROF=dir writes CPU profiles of the t1612d processes.
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { resolveConfig, type Config } from '../src/config/config.js';
-import { Correlator } from '../src/detect/correlator.js';
-import type { Alert } from '../src/model/alert.js';
-import { Daemon } from '../src/daemon.js';
-import { FalcoEmulator, responseFromJson } from '../src/demo/emulator.js';
-import { fromFalcoJson, type FalcoEvent } from '../src/model/event.js';
-import { Metrics } from '../src/ops/metrics.js';
-import { silentLogger } from '../src/ops/logger.js';
-import { createStores } from '../src/store/stores.js';
-import { demoScript, renderScript } from '../src/demo/script.js';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { parseIsoNs } from '../src/model/event.js';
 import { TestRedis } from '../test/support/redis.js';
+import type { FillSpec, Msg } from './child.js';
+import { ipOf, OUTSIDE_BUILD, templates, variant, wallNs } from './events.js';
+import { decodeBench } from './decode.js';
+import { runMicro } from './micro.js';
 
 const SCALE = Number(process.env['BENCH_SCALE'] ?? '1');
-const logger = silentLogger();
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? '3');
+const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'grpc,http,latency,memory').split(','));
+const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
 
-function config(overrides: Partial<Config>): Config {
-  return resolveConfig({
-    env: {},
-    overrides: { falcoGrpcAddress: '', httpAddress: '', logLevel: 'silent', ...overrides },
-  });
-}
+// --- child processes --------------------------------------------------------------------------
 
-type Templates = { trigger: Record<string, unknown>; step: Record<string, unknown>; egress: Record<string, unknown> };
+class Child {
+  private readonly proc: ChildProcess;
+  private waiting: ((m: Msg) => void) | undefined;
+  private readonly inbox: Msg[] = [];
 
-/** Template events from the demo script: [build trigger, build step, egress from the step]. */
-async function templates(): Promise<Templates> {
-  const script = demoScript();
-  const rendered = await renderScript(BigInt(Date.now()) * 1_000_000n, script);
-  const pick = (rule: string, host: string): Record<string, unknown> => {
-    const i = script.findIndex((e) => e.rule === rule && e.hostname === host);
-    const ev = rendered[i];
-    if (!ev) throw new Error(`no ${rule} in the demo script`);
-    return ev;
-  };
-  return {
-    trigger: pick('T1612 Image Build Command Executed', 'ci-build-01'),
-    step: pick('T1612 Builder Runtime Started', 'ci-build-01'),
-    egress: pick('T1612 Build Step Outbound Connection', 'ci-build-01'),
-  };
-}
-
-function withChanges(tpl: Record<string, unknown>, host: string, fields: Record<string, unknown>, timeMs: number): FalcoEvent {
-  const of = { ...(tpl['output_fields'] as Record<string, unknown>), ...fields };
-  return fromFalcoJson({ ...tpl, hostname: host, output_fields: of, time: new Date(timeMs).toISOString() });
-}
-
-function ipOf(i: number, base = 20): string {
-  return `${base + ((i >> 16) & 0x3f)}.${(i >> 8) & 0xff}.${i & 0xff}.${7 + (i % 200)}`;
-}
-
-interface Collector {
-  alerts: Alert[];
-  at: number[];
-  enqueue(a: Alert): Promise<void>;
-}
-
-function collector(): Collector {
-  const c: Collector = {
-    alerts: [],
-    at: [],
-    enqueue(a: Alert) {
-      c.alerts.push(a);
-      c.at.push(performance.now());
-      return Promise.resolve();
-    },
-  };
-  return c;
-}
-
-function fmt(n: number): string {
-  return Math.round(n).toLocaleString('en-US');
-}
-
-/** A correlator on the configured stores, with a collecting sink; `done()` closes both. */
-async function correlatorFor(cfg: Config): Promise<{ corr: Correlator; sink: Collector; done: () => Promise<void> }> {
-  const metrics = new Metrics();
-  const stores = await createStores(cfg, { logger, metrics });
-  const sink = collector();
-  const corr = new Correlator(cfg, { stores, sink, metrics, logger });
-  return {
-    corr,
-    sink,
-    done: async () => {
-      await corr.close();
-      await stores.close();
-    },
-  };
-}
-
-async function warmCache(label: string, cfg: Config, n: number, ips: number): Promise<void> {
-  const { corr, sink, done } = await correlatorFor(cfg);
-  const t = await templates();
-  const now = Date.now();
-  // One open build per host, so every egress also goes through attribution.
-  const hosts = ['node-a', 'node-b', 'node-c', 'node-d'];
-  for (const h of hosts) {
-    await corr.handle(withChanges(t.trigger, h, {}, now));
-    await corr.handle(withChanges(t.step, h, {}, now));
+  constructor(role: string) {
+    // BENCH_PROF=dir writes a CPU profile of each t1612d process there (node --cpu-prof).
+    const prof = process.env['BENCH_PROF'] && role === 'daemon' ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROF']}`] : [];
+    this.proc = fork(CHILD, [role], { execArgv: ['--import', 'tsx', ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc.on('message', (m: Msg) => {
+      if (this.waiting) {
+        const w = this.waiting;
+        this.waiting = undefined;
+        w(m);
+      } else this.inbox.push(m);
+    });
   }
-  const events: FalcoEvent[] = [];
-  for (let i = 0; i < ips; i++) events.push(withChanges(t.egress, hosts[i % hosts.length] ?? 'node-a', { 'fd.sip': ipOf(i) }, now));
-  // Warm-up: learn the IPs (these are alerts: new IPs from a build); then measure.
-  for (const ev of events) await corr.handle(ev);
-  await corr.flush();
-  const learned = sink.alerts.length;
-  const mem0 = process.memoryUsage().heapUsed;
-  const t0 = performance.now();
-  for (let i = 0; i < n; i++) {
-    const r = corr.handle(events[i % events.length] as FalcoEvent);
-    if (r) await r;
+
+  private next(): Promise<Msg> {
+    const m = this.inbox.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve) => (this.waiting = resolve));
   }
-  await corr.flush();
-  const secs = (performance.now() - t0) / 1000;
-  const mem1 = process.memoryUsage().heapUsed;
-  console.log(
-    `${label.padEnd(44)} ${fmt(n / secs).padStart(10)} events/s  (${fmt(n)} events over ${ips} known IPs, ${secs.toFixed(2)} s, ` +
-      `${learned} alerts while learning, ${sink.alerts.length - learned} after, heap ${((mem1 - mem0) / 1e6).toFixed(1)} MB)`,
-  );
-  await done();
+
+  static async start(role: string): Promise<Child> {
+    const c = new Child(role);
+    await c.next(); // 'up'
+    return c;
+  }
+
+  async ask(m: Msg): Promise<Msg> {
+    this.proc.send(m);
+    const r = await this.next();
+    if (r.op === 'error') throw new Error(`child: ${String(r['error'])}`);
+    return r;
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.proc.once('exit', () => resolve()));
+    this.proc.disconnect();
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
 }
 
-async function cold(cfg: Config, n: number): Promise<void> {
-  const { corr, sink, done } = await correlatorFor(cfg);
-  const t = await templates();
-  const now = Date.now();
-  // Host traffic outside any build: container egress, every IP never seen.
-  const events: FalcoEvent[] = [];
-  for (let i = 0; i < n; i++) events.push(withChanges(t.egress, `idle-${i % 8}`, { 'fd.sip': ipOf(i, 80), 'thread.cgroups': null, 'proc.apid[2]': null, 'proc.aname[2]': 'containerd-shim' }, now));
-  const t0 = performance.now();
-  for (const ev of events) {
-    const r = corr.handle(ev);
-    if (r) await r;
+// --- webhook receiver -------------------------------------------------------------------------
+
+class Receiver {
+  alerts = 0;
+  /** Latencies (ms) from the event's own time to arrival, while `timing` is on. */
+  latencies: number[] = [];
+  timing = false;
+  private server: Server | undefined;
+  url = '';
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const now = wallNs();
+        this.alerts++;
+        if (this.timing) {
+          const a = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { connection?: { time?: string } };
+          const ns = parseIsoNs(a.connection?.time ?? '');
+          if (ns !== undefined) this.latencies.push(Number(now - ns) / 1e6);
+        }
+        res.writeHead(204).end();
+      });
+    });
+    this.server.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', () => resolve()));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/alerts`;
   }
-  await corr.flush();
-  const secs = (performance.now() - t0) / 1000;
-  console.log(`${'correlator, redis, cold (all IPs new, no build)'.padEnd(44)} ${fmt(n / secs).padStart(10)} events/s  (${fmt(n)} events, ${secs.toFixed(2)} s, ${sink.alerts.length} alerts)`);
-  await done();
+
+  close(): void {
+    this.server?.closeAllConnections();
+    this.server?.close();
+  }
 }
 
-async function latency(cfg: Config, builds: number): Promise<void> {
-  const { corr, sink, done } = await correlatorFor(cfg);
-  const t = await templates();
-  const now = Date.now();
-  const sent = new Map<string, number>();
-  for (let b = 0; b < builds; b++) {
-    const host = `builder-${b}`;
-    await corr.handle(withChanges(t.trigger, host, {}, now));
-    await corr.handle(withChanges(t.step, host, {}, now));
-    const ip = ipOf(b, 150);
-    sent.set(`${host}|${ip}`, performance.now());
-    await corr.handle(withChanges(t.egress, host, { 'fd.sip': ip }, now));
-    // Pace like real builds: a few per millisecond at most.
-    if (b % 20 === 0) await new Promise((r) => setTimeout(r, 1));
-  }
-  await corr.flush();
-  const lat: number[] = [];
-  sink.alerts.forEach((a, i) => {
-    const s = sent.get(`${a.hostname}|${a.destination.ip}`);
-    if (s !== undefined) lat.push((sink.at[i] ?? s) - s);
-  });
-  lat.sort((a, b) => a - b);
-  const q = (p: number): string => (lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? NaN).toFixed(2);
-  console.log(`${'event-to-alert latency, redis'.padEnd(44)} p50 ${q(0.5)} ms  p99 ${q(0.99)} ms  max ${q(1)} ms  (${lat.length}/${builds} alerts)`);
-  await done();
+// --- redis counters ---------------------------------------------------------------------------
+
+async function commandStats(r: Redis): Promise<Map<string, number>> {
+  const text = await r.info('commandstats');
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1] as string, Number(m[2]));
+  return out;
 }
 
-async function httpIngest(n: number, batch: number): Promise<void> {
-  const cfg = config({ httpAddress: '127.0.0.1:0', intakeQueueSize: 50_000 });
-  const daemon = new Daemon(cfg, { logger, metrics: new Metrics(), alertSink: collector() });
-  await daemon.start();
-  const t = await templates();
-  const now = Date.now();
-  const lines: string[] = [];
-  for (let i = 0; i < batch; i++) {
-    const of = { ...(t.egress['output_fields'] as Record<string, unknown>), 'fd.sip': ipOf(i % 500, 60) };
-    lines.push(JSON.stringify({ ...t.egress, hostname: 'node-http', output_fields: of, time: new Date(now).toISOString() }));
-  }
-  const body = lines.join('\n');
-  const url = `http://127.0.0.1:${daemon.port}/falco`;
-  const t0 = performance.now();
-  let sent = 0;
-  let retries = 0;
-  while (sent < n) {
-    const res = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/x-ndjson' } });
-    await res.arrayBuffer();
-    if (res.status === 503) {
-      retries++;
-      await new Promise((r) => setTimeout(r, 5));
-      continue;
+function diff(a: Map<string, number>, b: Map<string, number>): { total: number; byCmd: Map<string, number> } {
+  const byCmd = new Map<string, number>();
+  let total = 0;
+  for (const [k, v] of b) {
+    // The bench's own INFO calls are not the daemon's.
+    if (k === 'info') continue;
+    const d = v - (a.get(k) ?? 0);
+    if (d > 0) {
+      byCmd.set(k, d);
+      total += d;
     }
-    if (!res.ok) throw new Error(`ingest answered ${res.status}`);
-    sent += batch;
   }
-  await daemon.intake.whenIdle();
-  const secs = (performance.now() - t0) / 1000;
-  console.log(`${`http ingest, NDJSON x${batch}, memory stores`.padEnd(44)} ${fmt(sent / secs).padStart(10)} events/s  (${fmt(sent)} events, ${secs.toFixed(2)} s, ${retries} 503 retries)`);
-  await daemon.close();
+  return { total, byCmd };
 }
 
-async function grpcIngest(n: number): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 't1612d-bench-'));
-  const falco = await FalcoEmulator.start({ address: `unix://${join(dir, 'falco.sock')}` });
-  const t = await templates();
-  const now = Date.now();
-  for (let i = 0; i < n; i++) {
-    const of = { ...(t.egress['output_fields'] as Record<string, unknown>), 'fd.sip': ipOf(i % 500, 70) };
-    falco.enqueue(responseFromJson({ ...t.egress, hostname: 'node-grpc', output_fields: of, time: new Date(now).toISOString() }));
+// --- statistics -------------------------------------------------------------------------------
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+function quantile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+/** "median (min–max)" of rates. */
+function spread(xs: number[]): string {
+  return `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
+}
+
+function progress(s: string): void {
+  process.stderr.write(`  · ${s}\n`);
+}
+
+// --- the runs ---------------------------------------------------------------------------------
+
+interface Result {
+  rate: number;
+  cpuUsPerEvent: number;
+  hwmMb: number;
+}
+
+type GrpcKind = 'raw' | 'decode' | 'daemon';
+
+async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number): Promise<{ results: Map<GrpcKind, Result[]>; cmdsPerEvent: number[] }> {
+  const results = new Map<GrpcKind, Result[]>([
+    ['raw', []],
+    ['decode', []],
+    ['daemon', []],
+  ]);
+  const cmdsPerEvent: number[] = [];
+  const kinds: GrpcKind[] = ['raw', 'decode', 'daemon'];
+  const spec: FillSpec = { n, distinct: 2000, host: 'node-grpc', build: true, ipBase: 30 };
+  for (let r = 0; r < ROUNDS; r++) {
+    for (let k = 0; k < kinds.length; k++) {
+      const kind = kinds[(k + r) % kinds.length] as GrpcKind;
+      await falco.ask({ op: 'fill', spec });
+      const child = await Child.start(kind === 'daemon' ? 'daemon' : kind);
+      let res: Msg;
+      if (kind === 'daemon') {
+        const before = await commandStats(redis);
+        res = await child.ask({ op: 'grpc', n, spec: { grpcAddress: address, redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } });
+        cmdsPerEvent.push(diff(before, await commandStats(redis)).total / n);
+      } else {
+        res = await child.ask({ op: 'run', address, n });
+      }
+      await child.stop();
+      const secs = res['secs'] as number;
+      results.get(kind)?.push({ rate: n / secs, cpuUsPerEvent: ((res['cpuMs'] as number) * 1000) / n, hwmMb: res['hwmMb'] as number });
+      progress(`grpc round ${r + 1} ${kind}: ${fmt(n / secs)} ev/s`);
+    }
   }
-  const cfg = config({ falcoGrpcAddress: falco.address, intakeQueueSize: 50_000 });
-  const daemon = new Daemon(cfg, { logger, metrics: new Metrics(), alertSink: collector() });
-  const t0 = performance.now();
-  await daemon.start();
-  while ((await daemon.metrics.value('t1612d_falco_events_total')) < n) await new Promise((r) => setTimeout(r, 5));
-  await daemon.settle();
-  const secs = (performance.now() - t0) / 1000;
-  console.log(`${'grpc sub (unix socket), memory stores'.padEnd(44)} ${fmt(n / secs).padStart(10)} events/s  (${fmt(n)} events, ${secs.toFixed(2)} s)`);
-  await daemon.close();
-  await falco.close();
-  rmSync(dir, { recursive: true, force: true });
+  return { results, cmdsPerEvent };
+}
+
+type HttpKind = 'bare' | 'daemon';
+
+async function postAll(port: number, bodies: string[], n: number, perBody: number): Promise<number> {
+  let next = 0;
+  let retries = 0;
+  const url = `http://127.0.0.1:${port}/falco`;
+  const worker = async (): Promise<void> => {
+    while (next * perBody < n) {
+      const body = bodies[next++ % bodies.length] as string;
+      for (;;) {
+        const res = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/x-ndjson' } });
+        await res.arrayBuffer();
+        if (res.status === 503) {
+          retries++;
+          await new Promise((r) => setTimeout(r, 5));
+          continue;
+        }
+        if (!res.ok) throw new Error(`ingest answered ${res.status}`);
+        break;
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  return retries;
+}
+
+async function httpRounds(redisUrl: string, webhook: Receiver, n: number): Promise<Map<HttpKind, Result[]>> {
+  const perBody = 500;
+  const t = await templates();
+  const bodies: string[] = [];
+  const now = wallNs();
+  for (let b = 0; b < 4; b++) {
+    const lines: string[] = [];
+    for (let i = 0; i < perBody; i++) lines.push(JSON.stringify(variant(t.egress, 'node-http', { 'fd.sip': ipOf((b * perBody + i) % 1000, 60), ...OUTSIDE_BUILD }, now)));
+    bodies.push(lines.join('\n'));
+  }
+  const results = new Map<HttpKind, Result[]>([
+    ['bare', []],
+    ['daemon', []],
+  ]);
+  const kinds: HttpKind[] = ['bare', 'daemon'];
+  const total = Math.ceil(n / perBody) * perBody;
+  for (let r = 0; r < ROUNDS; r++) {
+    for (let k = 0; k < kinds.length; k++) {
+      const kind = kinds[(k + r) % kinds.length] as HttpKind;
+      const child = await Child.start(kind);
+      const listening = await child.ask(
+        kind === 'daemon' ? { op: 'http', spec: { redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } } : { op: 'listen' },
+      );
+      const t0 = performance.now();
+      const retries = await postAll(listening['port'] as number, bodies, total, perBody);
+      const res = await child.ask({ op: 'wait', n: total });
+      const secs = (performance.now() - t0) / 1000;
+      await child.stop();
+      results.get(kind)?.push({ rate: total / secs, cpuUsPerEvent: ((res['cpuMs'] as number) * 1000) / total, hwmMb: res['hwmMb'] as number });
+      progress(`http round ${r + 1} ${kind}: ${fmt(total / secs)} ev/s (${retries} 503 retries)`);
+    }
+  }
+  return results;
+}
+
+async function latencyRun(falco: Child, address: string, redisUrl: string, webhook: Receiver, seconds: number): Promise<{ sorted: number[]; expected: number; hwmMb: number }> {
+  const child = await Child.start('daemon');
+  await child.ask({ op: 'stream', spec: { grpcAddress: address, redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } });
+  webhook.latencies = [];
+  webhook.timing = true;
+  const streamed = await falco.ask({ op: 'stream', spec: { rate: Number(process.env['BENCH_LAT_RATE'] ?? '5000'), seconds, host: 'lat-host', newEvery: Number(process.env['BENCH_LAT_EVERY'] ?? '50'), ipBase: 90, warm: 200 } });
+  const expected = streamed['fresh'] as number;
+  const deadline = performance.now() + 30_000;
+  while (webhook.latencies.length < expected && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  webhook.timing = false;
+  const u = await child.ask({ op: 'usage' });
+  await child.stop();
+  if (process.env['BENCH_DEBUG']) process.stderr.write(`latencies in arrival order: ${webhook.latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
+  return { sorted: [...webhook.latencies].sort((a, b) => a - b), expected, hwmMb: u['hwmMb'] as number };
+}
+
+async function memoryRun(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number, ips: number): Promise<{ hwmMb: number; rssMb: number; rate: number; cmds: number; top: string; ipsPerScript: number }> {
+  await falco.ask({ op: 'fill', spec: { n, distinct: ips, host: 'node-mem', build: false, ipBase: 100 } satisfies FillSpec });
+  const child = await Child.start('daemon');
+  const before = await commandStats(redis);
+  const res = await child.ask({ op: 'grpc', n, spec: { grpcAddress: address, redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } });
+  const d = diff(before, await commandStats(redis));
+  await child.stop();
+  const scripts = (d.byCmd.get('evalsha') ?? 0) + (d.byCmd.get('eval') ?? 0);
+  const top = [...d.byCmd].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([c, k]) => `${c} ${fmt(k)}`).join(', ');
+  return { hwmMb: res['hwmMb'] as number, rssMb: res['rssMb'] as number, rate: n / (res['secs'] as number), cmds: d.total / n, top, ipsPerScript: ips / Math.max(1, scripts) };
 }
 
 async function main(): Promise<void> {
-  console.log(`t1612d bench (node ${process.version}, scale ${SCALE})`);
-  await warmCache('correlator, memory, warm cache', config({}), 2_000_000 * SCALE, 5_000);
-  const redis = await TestRedis.start();
+  const started = performance.now();
+  const header = `t1612d bench ${new Date().toISOString()} (node ${process.version}, scale ${SCALE}, ${ROUNDS} rounds)`;
+  process.stderr.write(`${header}\n`);
+  const redisServer = await TestRedis.start();
+  const redis = new Redis(redisServer.url);
+  const webhook = new Receiver();
+  await webhook.start();
+  const dir = mkdtempSync(join(tmpdir(), 't1612d-bench-'));
+  const address = `unix://${join(dir, 'falco.sock')}`;
+  const falco = await Child.start('falco');
+  const lines: string[] = [];
+  const ratios: string[] = [];
   try {
-    const redisCfg = (extra: Partial<Config> = {}): Config => config({ redisUrl: redis.url, redisPrefix: TestRedis.prefix(), ...extra });
-    await warmCache('correlator, redis, warm cache', redisCfg(), 2_000_000 * SCALE, 5_000);
-    await cold(redisCfg(), 50_000 * SCALE);
-    await latency(redisCfg(), 2_000 * SCALE);
+    await falco.ask({ op: 'start', address });
+    if (ONLY.has('grpc')) {
+      const nGrpc = 200_000 * SCALE;
+      const g = await grpcRounds(falco, address, redis, redisServer.url, webhook, nGrpc);
+      const rate = (k: GrpcKind): number[] => (g.results.get(k) ?? []).map((x) => x.rate);
+      const perRound = (k: GrpcKind): number[] => rate('daemon').map((d, i) => d / (rate(k)[i] ?? NaN));
+      ratios.push(`gRPC sub end to end vs proto-loader-decoding client   ${median(perRound('decode')).toFixed(2)}×  (per round ${perRound('decode').map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
+      ratios.push(`gRPC sub end to end vs raw counting client            ${median(perRound('raw')).toFixed(2)}×`);
+      for (const k of ['raw', 'decode', 'daemon'] as const) {
+        const rs = g.results.get(k) ?? [];
+        const label = { raw: 'grpc-js client, counting raw messages', decode: 'grpc-js client + proto-loader decode', daemon: 't1612d (sub, Redis, webhook)' }[k];
+        lines.push(
+          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
+        );
+    }
+    lines.push(`${'  Redis commands per event'.padEnd(40)} ${median(g.cmdsPerEvent).toFixed(4)}  (${fmt(nGrpc)} events over 2,000 IPs in one build: 2,000 alerts through the outbox; calls inside scripts count)`);
+
+    }
+    if (ONLY.has('http')) {
+      const nHttp = 100_000 * SCALE;
+      const h = await httpRounds(redisServer.url, webhook, nHttp);
+      const hr = (k: HttpKind): number[] => (h.get(k) ?? []).map((x) => x.rate);
+      const hRatio = hr('daemon').map((d, i) => d / (hr('bare')[i] ?? NaN));
+      ratios.push(`HTTP NDJSON ingest vs bare JSON.parse-only server     ${median(hRatio).toFixed(2)}×  (per round ${hRatio.map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
+      for (const k of ['bare', 'daemon'] as const) {
+        const rs = h.get(k) ?? [];
+        const label = { bare: 'bare node:http, JSON.parse per line', daemon: 't1612d HTTP ingest (Redis, webhook)' }[k];
+        lines.push(
+          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
+        );
+    }
+
+    }
+    if (ONLY.has('latency')) {
+      const lat = await latencyRun(falco, address, redisServer.url, webhook, 10 * SCALE);
+      const p = (q: number): string => quantile(lat.sorted, q).toFixed(1);
+      ratios.push(`event→webhook from Falco's enqueue at 5k ev/s        p50 ${p(0.5)} ms  p99 ${p(0.99)} ms  (goal p99 ≤ 50 ms)`);
+      lines.push(`${'latency from enqueue, 5,000 ev/s'.padEnd(40)} p50 ${p(0.5)} ms  p90 ${p(0.9)} ms  p99 ${p(0.99)} ms  max ${p(1)} ms  (${lat.sorted.length}/${lat.expected} alerts, VmHWM ${lat.hwmMb.toFixed(0)} MB)`);
+
+    }
+    if (ONLY.has('memory')) {
+      const nMem = 1_000_000 * SCALE;
+      const mem = await memoryRun(falco, address, redis, redisServer.url, webhook, nMem, 100_000);
+      ratios.push(`peak RSS after ${fmt(nMem)} egress events over 100k IPs   ${mem.hwmMb.toFixed(0)} MB  (goal ≤ 150 MB)`);
+      lines.push(
+        `${`${fmt(nMem)} egress events, 100k new IPs`.padEnd(40)} ${fmt(mem.rate).padStart(28)} ev/s  VmHWM ${mem.hwmMb.toFixed(0)} MB  RSS at end ${mem.rssMb.toFixed(0)} MB  ` +
+          `Redis ${mem.cmds.toFixed(4)} cmd/ev incl. calls inside scripts (${mem.top})  ${mem.ipsPerScript.toFixed(0)} IPs per decide script call`,
+      );
+    }
   } finally {
-    await redis.close();
+    await falco.stop();
+    webhook.close();
+    redis.disconnect();
+    await redisServer.close();
+    rmSync(dir, { recursive: true, force: true });
   }
-  await httpIngest(100_000 * SCALE, 500);
-  await grpcIngest(100_000 * SCALE);
+  console.log(header);
+  console.log('\nRatios (same machine, same run; medians of interleaved rounds)');
+  for (const r of ratios) console.log(`  ${r}`);
+  console.log('\nFigures (median (min–max) over rounds)');
+  for (const l of lines) console.log(`  ${l}`);
+  console.log(`\nside-by-side took ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  if (process.env['BENCH_MICRO'] !== '0') {
+    console.log('\nIn-process micro benchmarks');
+    await decodeBench();
+    await runMicro(SCALE);
+  }
+  if (process.env['BENCH_STORM'] !== '0') {
+    console.log('\nIngest storms: event-loop delay, RSS, /healthz (bench/storm.ts)');
+    await (await import('./storm.js')).runStorms();
+  }
+  if (process.env['BENCH_FLEET'] !== '0') {
+    console.log('\nKnown-IP set at fleet scale (bench/fleet.ts)');
+    await (await import('./fleet.js')).fleetBench();
+  }
 }
 
 main().then(

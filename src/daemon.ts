@@ -5,10 +5,13 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
+import { describeError } from './model/errors.js';
 import { Intake } from './sources/intake.js';
 import { GrpcSource } from './sources/grpc-source.js';
 import { grpcSourceOptionsFromConfig } from './sources/grpc-options.js';
-import { HttpServer, type Readiness } from './sources/http-server.js';
+import { HttpIngest } from './sources/http-ingest.js';
+import { Wal } from './sources/wal.js';
+import { HttpServer, type Readiness } from './ops/http-server.js';
 import { Metrics } from './ops/metrics.js';
 import { Correlator } from './detect/correlator.js';
 import { createStores, type Stores } from './store/stores.js';
@@ -31,6 +34,7 @@ export interface DaemonDeps {
 
 type DaemonState = 'new' | 'starting' | 'running' | 'closing' | 'closed';
 
+
 export class Daemon {
   readonly metrics: Metrics;
   readonly intake: Intake;
@@ -41,6 +45,10 @@ export class Daemon {
   private outbox: Outbox | undefined;
   private grpc: GrpcSource | undefined;
   private http: HttpServer | undefined;
+  private ingest: HttpIngest | undefined;
+  private wal: Wal | undefined;
+  private walTrimming = false;
+  private walStopped = false;
   private closing: Promise<void> | undefined;
   private httpPort: number | undefined;
 
@@ -50,13 +58,27 @@ export class Daemon {
   ) {
     this.logger = deps.logger;
     this.metrics = deps.metrics ?? new Metrics({ defaultMetrics: true });
+    const sources = deps.sources ?? true;
+    // The log is for events this daemon acknowledges; `replay` (sources off) has none.
+    this.wal =
+      sources && config.dataDir
+        ? Wal.open({
+            dir: config.dataDir,
+            maxBytes: config.walMaxBytes,
+            fsyncIntervalMs: config.walFsyncIntervalMs,
+            metrics: this.metrics,
+            logger: this.logger,
+          })
+        : undefined;
     this.intake = new Intake({
       capacity: config.intakeQueueSize,
       metrics: this.metrics,
       logger: this.logger,
-      consumer: (ev) => {
+      wal: this.wal,
+      onHanded: () => this.trimWal(),
+      consumer: (ev, _source, token) => {
         // The correlator exists from start() on; events cannot arrive earlier.
-        return this.correlator?.handle(ev);
+        return this.correlator?.handle(ev, token);
       },
     });
   }
@@ -104,19 +126,36 @@ export class Daemon {
         sink,
         metrics: this.metrics,
         logger: this.logger,
+        onAlerted: this.wal ? (token) => this.wal?.markAlerted(token) : undefined,
       });
       const sources = this.deps.sources ?? true;
+      if (this.wal) await this.replayWal(this.wal);
+      else if (sources) {
+        this.logger.warn('data_dir is not set: events acknowledged but not yet decided are lost if the process dies');
+      }
       if (sources && cfg.httpAddress !== '') {
-        this.http = new HttpServer(
-          { address: cfg.httpAddress, token: cfg.httpToken, bodyLimit: cfg.httpBodyLimit },
-          { intake: this.intake, metrics: this.metrics, logger: this.logger, readiness: () => this.readiness() },
+        const http = new HttpServer(
+          {
+            address: cfg.httpAddress,
+            maxConnections: cfg.httpMaxConnections,
+            tls: cfg.httpTlsCertFile && cfg.httpTlsKeyFile
+              ? { certFile: cfg.httpTlsCertFile, keyFile: cfg.httpTlsKeyFile, clientCaFile: cfg.httpTlsClientCaFile }
+              : undefined,
+          },
+          { metrics: this.metrics, logger: this.logger, readiness: () => this.readiness() },
         );
-        const bound = await this.http.listen();
+        this.http = http;
+        this.ingest = new HttpIngest(
+          { token: cfg.httpToken, bodyLimit: cfg.httpBodyLimit, maxConcurrentBodies: cfg.httpMaxConcurrentBodies },
+          { intake: this.intake, metrics: this.metrics, logger: this.logger, reject: (req, res, r) => http.reject(req, res, r) },
+        );
+        http.mount(this.ingest);
+        const bound = await http.listen();
         this.httpPort = bound.port;
-        if (!cfg.httpToken && !/^(127\.|::1$|localhost$)/.test(bound.host)) {
+        if (!cfg.httpToken && !cfg.httpTlsClientCaFile && cfg.httpAllowUnauthenticated) {
           this.logger.warn(
-            { address: cfg.httpAddress },
-            'http ingest accepts events without a token: anyone who can reach it can teach the known-IP set; set http_token (T1612D_HTTP_TOKEN) or bind http_address to 127.0.0.1',
+            { address: cfg.httpAddress, setting: 'http_allow_unauthenticated' },
+            'UNAUTHENTICATED INGEST: anyone who can reach this port can post events and teach the known-IP set, silencing later attacks; set http_token (T1612D_HTTP_TOKEN) or http_tls_client_ca_file',
           );
         }
       }
@@ -149,6 +188,42 @@ export class Daemon {
       await this.close();
       throw err;
     }
+  }
+
+  /** Feed the undecided events of the log to the intake, before any source starts. */
+  private async replayWal(wal: Wal): Promise<void> {
+    let n = 0;
+    for (const rec of wal.replay()) {
+      if (this.intake.full) await this.intake.whenWritable();
+      this.intake.pushReplayed(rec);
+      n++;
+    }
+    if (n > 0) this.logger.info({ events: n, dataDir: this.config.dataDir }, 'replaying acknowledged events not decided before the last stop');
+  }
+
+  /**
+   * Record as decided every event the correlator has taken and finished deciding, as soon as
+   * it has: the sooner the mark, the smaller the window in which a crash makes an already
+   * delivered alert go out again (under the same id, which receivers dedupe on).
+   */
+  private trimWal(): void {
+    const wal = this.wal;
+    const correlator = this.correlator;
+    if (!wal || !correlator || this.walTrimming || this.walStopped) return;
+    this.walTrimming = true;
+    void (async () => {
+      try {
+        while (!this.walStopped && this.intake.handedSeq > wal.decided) {
+          const handed = this.intake.handedSeq;
+          await correlator.flush();
+          if (!this.walStopped) wal.markDecided(handed);
+        }
+      } catch (err) {
+        this.logger.warn({ err: describeError(err) }, 'write-ahead log trim failed');
+      } finally {
+        this.walTrimming = false;
+      }
+    })();
   }
 
   /**
@@ -189,6 +264,15 @@ export class Daemon {
     await step('grpc source', () => this.grpc?.close());
     await step('http server', () => this.http?.close());
     await step('intake', () => this.intake.whenIdle());
+    const wal = this.wal;
+    if (wal) {
+      await step('write-ahead log', async () => {
+        const handed = this.intake.handedSeq;
+        await this.correlator?.flush();
+        wal.markDecided(handed);
+      });
+    }
+    this.walStopped = true;
     await step('correlator', () => this.correlator?.close());
     const outbox = this.outbox;
     if (outbox?.kind === 'memory') {
@@ -200,6 +284,11 @@ export class Daemon {
     }
     await step('outbox', () => outbox?.close());
     await step('stores', () => this.stores?.close());
+    try {
+      wal?.close();
+    } catch (err) {
+      this.logger.warn({ err: describeError(err) }, 'write-ahead log close failed');
+    }
     this.metrics.falcoConnected.set(0);
     this.transition('closed');
     this.logger.info('t1612d stopped');

@@ -16,12 +16,14 @@ import { runRulesCheck } from './rules/check.js';
 import { replayDeadLetters } from './deliver/outbox.js';
 import { alertsOnStdout } from './deliver/sinks.js';
 import { Metrics } from './ops/metrics.js';
+import { migrateKnownIps } from './store/stores.js';
 
 const USAGE = `usage: t1612d [run] [--config FILE]
        t1612d replay FILE|- [--config FILE]
        t1612d demo
        t1612d rules check [FILES...]
        t1612d outbox replay-dead [--config FILE]
+       t1612d migrate [--config FILE]
        t1612d --help | --version
 
 Settings come from defaults, then the YAML file (--config or T1612D_CONFIG), then T1612D_*
@@ -101,6 +103,16 @@ async function cmdOutbox(sub: string | undefined, configFile: string | undefined
   return 0;
 }
 
+async function cmdMigrate(configFile: string | undefined): Promise<number> {
+  const config = loadConfig(configFile);
+  const logger: Logger = createLogger({ level: config.logLevel, destination: pino.destination({ fd: 2, sync: true }) });
+  const r = await migrateKnownIps(config, { logger });
+  process.stdout.write(
+    `t1612d migrate: ${r.moved} known IPs moved to the sharded layout (${r.buckets} buckets), ${r.expired} past the retention dropped\n`,
+  );
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   // `rules check` has options of its own (--no-sysdig, -h): hand it everything after the verb.
   if (argv[0] === 'rules') {
@@ -150,6 +162,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runDemo({ out: process.stdout });
       case 'outbox':
         return await cmdOutbox(rest[0], values.config);
+      case 'migrate':
+        return await cmdMigrate(values.config);
       default:
         process.stderr.write(`t1612d: unknown command ${command}\n${USAGE}\n`);
         return 2;

@@ -12,6 +12,7 @@ import { resolveConfig } from '../src/config/config.js';
 import {
   ROOT,
   environment,
+  interpolate,
   keysDeep,
   map,
   mountAt,
@@ -30,6 +31,9 @@ interface Variant {
   grpc: boolean;
 }
 
+/** What an operator's .env holds at the least: the ingest token (compose refuses to start without it). */
+const DOT_ENV = { T1612D_HTTP_TOKEN: 'c0ffee0123456789c0ffee0123456789' };
+
 const VARIANTS: Variant[] = [
   { file: 'docker-compose.yml', snippet: 'deploy/falco/t1612d-grpc.yaml', grpc: true },
   { file: 'docker-compose.falco-0.44.yml', snippet: 'deploy/falco/t1612d-http.yaml', grpc: false },
@@ -45,7 +49,7 @@ for (const variant of VARIANTS) {
     const echo = map(services['webhook-echo'], 'webhook-echo');
     const falcoConfigMount = mounts(falco).find((m) => m.target.startsWith('/etc/falco/config.d/'));
     const falcoConfig = readYaml(variant.snippet);
-    const t1612dEnv = environment(t1612d);
+    const t1612dEnv = environment(t1612d, DOT_ENV);
 
     it('defines falco, redis, t1612d and the demo receiver', () => {
       assert.deepEqual(Object.keys(services).sort(), ['falco', 'redis', 't1612d', 'webhook-echo']);
@@ -132,10 +136,29 @@ for (const variant of VARIANTS) {
       assert.equal(Number(webhook.port), Number(environment(echo)['PORT']));
       // An operator's .env wins over the defaults.
       const prod = resolveConfig({
-        env: environment(t1612d, { T1612D_WEBHOOK_URL: 'https://siem.example/hook', T1612D_LEARNING_PERIOD: '7d' }),
+        env: environment(t1612d, { ...DOT_ENV, T1612D_WEBHOOK_URL: 'https://siem.example/hook', T1612D_LEARNING_PERIOD: '7d' }),
       });
       assert.equal(prod.webhookUrl, 'https://siem.example/hook');
       assert.equal(prod.learningPeriodMs, 7 * 86_400_000);
+    });
+
+    it('requires the ingest token: compose refuses to start without it, t1612d would too', () => {
+      assert.throws(() => environment(t1612d), /T1612D_HTTP_TOKEN/);
+      assert.throws(() => environment(t1612d, { T1612D_HTTP_TOKEN: '' }), /T1612D_HTTP_TOKEN/);
+      const cfg = resolveConfig({ env: t1612dEnv });
+      assert.equal(cfg.httpToken, DOT_ENV.T1612D_HTTP_TOKEN);
+      // Ingest beyond loopback without the token is refused by t1612d itself.
+      const tokenless = Object.fromEntries(Object.entries(t1612dEnv).filter(([k]) => k !== 'T1612D_HTTP_TOKEN'));
+      assert.throws(() => resolveConfig({ env: tokenless }), /http_token/);
+    });
+
+    it('keeps the write-ahead log on a named volume under a read-only root', () => {
+      assert.equal(t1612d['read_only'], true);
+      const dataDir = resolveConfig({ env: t1612dEnv }).dataDir ?? '';
+      assert.equal(dataDir, '/var/lib/t1612d');
+      const data = mountAt(t1612d, dataDir);
+      assert.ok(data?.named && !data.readOnly, `${dataDir} is a writable named volume`);
+      assert.ok(Object.hasOwn(map(doc['volumes'], 'volumes'), data.source));
     });
 
     it('starts t1612d after a healthy Redis, restarts it, and health-checks /healthz on its port', () => {
@@ -206,10 +229,15 @@ for (const variant of VARIANTS) {
         );
       });
 
-      it("posts Falco's alerts to t1612d's /falco on the port t1612d listens on", () => {
+      it("posts Falco's alerts to t1612d's /falco on the port t1612d listens on, with the token", () => {
         const out = map(falcoConfig['http_output'], 'http_output');
         assert.equal(out['enabled'], true);
-        const url = new URL(String(out['url']));
+        // Falco expands ${VAR} in its config from its own environment, which compose fills
+        // from the same .env value t1612d gets.
+        const falcoEnv = environment(falco, DOT_ENV);
+        const url = new URL(interpolate(String(out['url']), falcoEnv));
+        assert.equal(decodeURIComponent(url.password), t1612dEnv['T1612D_HTTP_TOKEN'], "the URL's password is t1612d's token");
+        assert.equal(decodeURIComponent(url.password), resolveConfig({ env: t1612dEnv }).httpToken);
         assert.equal(url.protocol, 'http:');
         assert.equal(url.hostname, 't1612d', 'the host is the t1612d service');
         assert.ok(Object.hasOwn(services, url.hostname));
@@ -221,7 +249,11 @@ for (const variant of VARIANTS) {
         assert.equal(t1612dEnv['T1612D_FALCO_GRPC_ADDRESS'], '');
         assert.equal(resolveConfig({ env: t1612dEnv }).falcoGrpcAddress, '');
         assert.equal(t1612d['user'], undefined);
-        assert.equal(mounts(t1612d).filter((m) => m.named).length, 0, 'no socket volume');
+        assert.deepEqual(
+          mounts(t1612d).filter((m) => m.named).map((m) => m.target),
+          ['/var/lib/t1612d'],
+          'no socket volume, only the write-ahead log',
+        );
         assert.deepEqual(map(falco['depends_on'], 'depends_on')['t1612d'], { condition: 'service_healthy' });
       });
     }
@@ -238,7 +270,7 @@ describe('deploy/env.example', () => {
     assert.ok(assignments.length >= 10);
     const env: Record<string, string> = {};
     for (const [, name = '', value = ''] of assignments) {
-      assert.ok(compose.includes(`\${${name}:-`), `${name} is read by docker-compose.yml`);
+      assert.ok(compose.includes(`\${${name}:-`) || compose.includes(`\${${name}:?`), `${name} is read by docker-compose.yml`);
       env[name] = value;
     }
     const t1612d = map(map(readYaml('docker-compose.yml')['services'], 'services')['t1612d'], 't1612d');

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig, envName, yamlKey } from '../src/config/config.js';
 import { parseDuration } from '../src/config/parse.js';
+import { testPki } from './support/certs.js';
 import { ConfigError } from '../src/model/errors.js';
 
 describe('config', () => {
@@ -24,11 +25,23 @@ describe('config', () => {
     assert.equal(yamlKey('redisClusterNodes'), 'redis_cluster_nodes');
   });
 
+  it('known_ip_buckets: 4096 by default, bounded, named when wrong', () => {
+    assert.equal(resolveConfig({ env: {} }).knownIpBuckets, 4096);
+    assert.equal(resolveConfig({ env: { T1612D_KNOWN_IP_BUCKETS: '32768' } }).knownIpBuckets, 32768);
+    for (const bad of ['0', '-1', 'many', '262145']) {
+      assert.throws(
+        () => resolveConfig({ env: { T1612D_KNOWN_IP_BUCKETS: bad } }),
+        (err: unknown) => err instanceof ConfigError && /known_ip_buckets/.test(err.message),
+        bad,
+      );
+    }
+  });
+
   it('has the documented defaults', () => {
     const c = resolveConfig({ env: {} });
     assert.equal(c.falcoGrpcAddress, 'unix:///run/falco/falco.sock');
     assert.equal(c.falcoGrpcMethod, 'sub');
-    assert.equal(c.httpAddress, '0.0.0.0:2802');
+    assert.equal(c.httpAddress, '127.0.0.1:2802');
     assert.equal(c.redisPrefix, 't1612d');
     assert.equal(c.environment, 'default');
     assert.equal(c.buildWindowMs, 15 * 60_000);
@@ -109,5 +122,58 @@ describe('config', () => {
     const f3 = join(dir, 'broken.yaml');
     writeFileSync(f3, 'a: [\n');
     assert.throws(() => resolveConfig({ file: f3, env: {} }), /not valid YAML/);
+  });
+
+  describe('ingest authentication at start-up', () => {
+    const refused = (env: Record<string, string>): void =>
+      assert.throws(
+        () => resolveConfig({ env: { T1612D_FALCO_GRPC_ADDRESS: '', ...env } }),
+        (e: unknown) => e instanceof ConfigError && e.setting === 'http_token' && /T1612D_HTTP_TOKEN/.test(e.message) && !e.message.includes('\n'),
+      );
+    const accepted = (env: Record<string, string>): void => {
+      resolveConfig({ env: { T1612D_FALCO_GRPC_ADDRESS: '', ...env } });
+    };
+
+    it('refuses ingest beyond loopback with neither a token nor a client CA', () => {
+      for (const address of ['0.0.0.0:2802', ':2802', '[::]:2802', '10.1.2.3:2802', 'node-a.example:2802']) {
+        refused({ T1612D_HTTP_ADDRESS: address });
+        refused({ T1612D_HTTP_ADDRESS: address, T1612D_HTTP_TOKEN: '' });
+      }
+    });
+
+    it('accepts loopback, a token, client certificates, or the loud opt-out', () => {
+      for (const address of ['127.0.0.1:2802', '127.8.9.10:0', '[::1]:2802', 'localhost:2802', '']) {
+        accepted({ T1612D_HTTP_ADDRESS: address });
+      }
+      accepted({ T1612D_HTTP_ADDRESS: '0.0.0.0:2802', T1612D_HTTP_TOKEN: 'tok' });
+      accepted({ T1612D_HTTP_ADDRESS: '0.0.0.0:2802', T1612D_HTTP_ALLOW_UNAUTHENTICATED: 'true' });
+      const pki = testPki();
+      accepted({
+        T1612D_HTTP_ADDRESS: '0.0.0.0:2802',
+        T1612D_HTTP_TLS_CERT_FILE: pki.server.certFile,
+        T1612D_HTTP_TLS_KEY_FILE: pki.server.keyFile,
+        T1612D_HTTP_TLS_CLIENT_CA_FILE: pki.caFile,
+      });
+      // HTTPS alone authenticates nobody.
+      refused({ T1612D_HTTP_ADDRESS: '0.0.0.0:2802', T1612D_HTTP_TLS_CERT_FILE: pki.server.certFile, T1612D_HTTP_TLS_KEY_FILE: pki.server.keyFile });
+    });
+
+    it('wants TLS files in pairs, a client CA only with HTTPS, and readable files', () => {
+      const pki = testPki();
+      assert.throws(() => resolveConfig({ env: { T1612D_HTTP_TLS_CERT_FILE: pki.server.certFile } }), /http_tls_cert_file \/ http_tls_key_file/);
+      assert.throws(() => resolveConfig({ env: { T1612D_HTTP_TLS_CLIENT_CA_FILE: pki.caFile } }), /http_tls_client_ca_file .*need HTTPS/);
+      assert.throws(() => resolveConfig({ env: { T1612D_HTTP_TLS_CERT_FILE: '/nonexistent/t1612d.crt' } }), /http_tls_cert_file/);
+    });
+
+    it('reads the write-ahead log settings', () => {
+      const c = resolveConfig({ env: { T1612D_DATA_DIR: '/var/lib/t1612d', T1612D_WAL_FSYNC_INTERVAL: '1s', T1612D_WAL_MAX_BYTES: '64mb' } });
+      assert.equal(c.dataDir, '/var/lib/t1612d');
+      assert.equal(c.walFsyncIntervalMs, 1000);
+      assert.equal(c.walMaxBytes, 64 * 1024 * 1024);
+      const d = resolveConfig({ env: {} });
+      assert.equal(d.dataDir, undefined);
+      assert.equal(d.walFsyncIntervalMs, 0);
+      assert.throws(() => resolveConfig({ env: { T1612D_WAL_MAX_BYTES: '10kb' } }), /wal_max_bytes/);
+    });
   });
 });

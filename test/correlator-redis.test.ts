@@ -11,6 +11,8 @@ import type { Config } from '../src/config/config.js';
 import { TestRedis } from './support/redis.js';
 import { waitFor } from './support/wait.js';
 import { CollectingSink, loadEvents, testConfig, withDestination } from './support/scenarios.js';
+import { isKnown } from './support/known.js';
+import { envKeys } from '../src/store/redis/keys.js';
 
 const events = loadEvents('buildkit-run-curl.jsonl');
 const buildEvents = events.filter((e) => e.tags.includes('t1612_build'));
@@ -168,7 +170,7 @@ describe('correlator with a shared Redis', () => {
 
     const probe = new Redis(server.url);
     try {
-      const stored = await probe.hlen(`{${prefix}:default}:sessions:node-a`);
+      const stored = await probe.hlen(envKeys(prefix, 'default').sessions('node-a'));
       assert.ok(stored >= 1, 'sessions opened during the outage were written through');
     } finally {
       probe.disconnect();
@@ -191,8 +193,7 @@ describe('correlator with a shared Redis', () => {
     assert.ok(blocked > 0, 'the intake was asked to wait');
     assert.equal(await d.metrics.value('t1612d_dropped_events_total'), 0);
     for (let i = 1; i <= 40; i++) {
-      const r = await d.stores.firstSeen.observe(cfg.environment, `198.19.1.${i}`, Date.now(), cfg.firstSeenRetentionMs);
-      assert.equal(r.isNew, false);
+      assert.equal(await isKnown(d.stores, cfg.environment, `198.19.1.${i}`, Date.now(), cfg.firstSeenRetentionMs), true);
     }
   });
 

@@ -8,6 +8,7 @@ import { TECHNIQUE } from '../src/model/alert.js';
 import { TestRedis } from './support/redis.js';
 import { SCENARIOS, runScenario, testConfig } from './support/scenarios.js';
 import type { Config } from '../src/config/config.js';
+import { isKnown } from './support/known.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z$/;
 
@@ -69,8 +70,7 @@ for (const kind of ['memory', 'redis'] as const) {
           }
           if (sc.invalid !== undefined) assert.equal(run.invalid, sc.invalid);
           for (const ip of sc.known ?? []) {
-            const r = await stores.firstSeen.observe(cfg.environment, ip, Date.now(), 1000 * 86_400_000);
-            assert.equal(r.isNew, false, `${ip} should have been recorded`);
+            assert.equal(await isKnown(stores, cfg.environment, ip, Date.now(), 1000 * 86_400_000), true, `${ip} should have been recorded`);
           }
         } finally {
           await stores.close();

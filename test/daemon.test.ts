@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig, type Config } from '../src/config/config.js';
 import { Daemon } from '../src/daemon.js';
+import { ConfigError } from '../src/model/errors.js';
 import type { Alert } from '../src/model/alert.js';
 import { FalcoEmulator, responseFromJson } from '../src/demo/emulator.js';
 import { createLogger, silentLogger } from '../src/ops/logger.js';
@@ -17,6 +18,7 @@ import { demoScript, renderScript, ATTACKER_IP, ATTACK_HOST, REGISTRY_CIDR } fro
 import { TestRedis } from './support/redis.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
 import { waitFor as waitUntil } from './support/wait.js';
+import { inRedisSet, isPermanentKey } from './support/known.js';
 
 const SECRET = 'daemon-test-secret';
 
@@ -146,15 +148,15 @@ describe('daemon end to end', function () {
     // The known-IP set is in Redis, shared: another host's build reaching the same IP is quiet.
     const client = redis.client();
     cleanups.push(() => client.quit());
-    const tag = `{${daemon.config.redisPrefix}:default}`;
-    assert.notEqual(await client.zscore(`${tag}:known`, ATTACKER_IP), null, 'the attacker IP is now known fleet-wide');
-    assert.notEqual(await client.zscore(`${tag}:known`, '151.101.2.132'), null, 'baseline traffic was learned');
-    assert.equal(await client.zscore(`${tag}:known`, '104.16.99.56'), null, 'allow-listed destinations are not recorded');
-    const keys = await client.keys(`*${daemon.config.redisPrefix}*`);
-    assert.ok(keys.length > 0 && keys.every((k) => k.startsWith(tag)), `every key under the environment hash tag: ${keys.join(',')}`);
+    const prefix = daemon.config.redisPrefix;
+    assert.equal(await inRedisSet(client, prefix, 'default', ATTACKER_IP), true, 'the attacker IP is now known fleet-wide');
+    assert.equal(await inRedisSet(client, prefix, 'default', '151.101.2.132'), true, 'baseline traffic was learned');
+    assert.equal(await inRedisSet(client, prefix, 'default', '104.16.99.56'), false, 'allow-listed destinations are not recorded');
+    const keys = await client.keys(`*${prefix}*`);
+    assert.ok(keys.length > 0 && keys.every((k) => k.startsWith(`{${prefix}:default`)), `every key under an environment hash tag: ${keys.join(',')}`);
     // Every key that is not the known-IP set has a TTL (ARCHITECTURE.md "Redis keys").
     for (const k of keys) {
-      if (k === `${tag}:known` || k === `${tag}:first`) assert.equal(await client.pttl(k), -1, `${k} is permanent`);
+      if (isPermanentKey(k, prefix, 'default')) assert.equal(await client.pttl(k), -1, `${k} is permanent`);
       else assert.ok((await client.pttl(k)) > 0, `${k} has a TTL`);
     }
   });
@@ -233,16 +235,20 @@ describe('daemon end to end', function () {
     assert.equal(alertsReceived()[0]?.destination.ip, ATTACKER_IP);
   });
 
-  it('warns when ingest listens beyond loopback without a token, and not with one', async () => {
+  it('refuses ingest beyond loopback without a token, and warns loudly when told to accept it', async () => {
+    assert.throws(
+      () => config({ falcoGrpcAddress: '', httpAddress: '0.0.0.0:0' }),
+      (e: unknown) => e instanceof ConfigError && e.setting === 'http_token' && !e.message.includes('\n'),
+    );
     const warned = async (overrides: Partial<Config>): Promise<boolean> => {
       const lines: string[] = [];
       const logger = createLogger({ level: 'warn', destination: { write: (l: string) => void lines.push(l) } });
       const d = new Daemon(config({ falcoGrpcAddress: '', httpAddress: '0.0.0.0:0', ...overrides }), { logger, metrics: new Metrics() });
       cleanups.push(() => d.close());
       await d.start();
-      return lines.some((l) => l.includes('http ingest accepts events without a token'));
+      return lines.some((l) => l.includes('UNAUTHENTICATED INGEST') && l.includes('http_allow_unauthenticated'));
     };
-    assert.equal(await warned({}), true);
+    assert.equal(await warned({ httpAllowUnauthenticated: true }), true);
     assert.equal(await warned({ httpToken: 'tok' }), false);
   });
 

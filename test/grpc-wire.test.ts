@@ -9,7 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { FalcoEvent } from '../src/model/event.js';
+import * as protoLoader from '@grpc/proto-loader';
+import { EVENT_LIMITS, fromGrpcResponse, type FalcoEvent, type GrpcResponse } from '../src/model/event.js';
+import { InvalidResponse, loadFalcoProto, LOADER_OPTIONS, PROTO_DIR, SERVICE_NAME, UndecodableResponse } from '../src/sources/proto.js';
 import { GrpcSource } from '../src/sources/grpc-source.js';
 import type { GrpcSourceOptions } from '../src/sources/grpc-options.js';
 import { Intake } from '../src/sources/intake.js';
@@ -294,7 +296,8 @@ describe('GrpcSource on the wire (hand-encoded Falco responses)', function () {
     const s = source({ address: falco.address });
     s.source.start();
     await waitFor('2 events', () => s.events.length >= 2);
-    assert.equal(s.events[0]?.fields['proc.cmdline'], big);
+    // Read whole; the value is then cut at its documented cap (EVENT_LIMITS), never refused.
+    assert.equal(s.events[0]?.fields['proc.cmdline'], `${big.slice(0, EVENT_LIMITS.fieldValue)}…`);
     assert.equal(s.events[0]?.priority, 'Notice');
     assert.deepEqual(s.events[1], OLD_EVENT);
     assert.equal(falco.subCalls, 1, 'the stream was never failed and reopened');
@@ -394,5 +397,40 @@ describe('GrpcSource on the wire (hand-encoded Falco responses)', function () {
     await waitFor('the valid event', () => s.events.length === 1);
     assert.deepEqual(s.events, [FULL_EVENT]);
     assert.equal(await grpcEventCount(s.metrics, 'invalid'), 1);
+  });
+});
+
+describe('field-level decoding of falco.outputs.response', () => {
+  // The reference: a full proto-loader decode to a plain object, then fromGrpcResponse.
+  const pkg = protoLoader.loadSync(`${PROTO_DIR}outputs.proto`, { ...LOADER_OPTIONS, includeDirs: [PROTO_DIR] });
+  const reference = ((pkg[SERVICE_NAME] as grpc.ServiceDefinition)['sub'] as grpc.MethodDefinition<unknown, GrpcResponse>).responseDeserialize;
+  const decode = loadFalcoProto().decodeResponse;
+
+  it('gives the same event as a full proto-loader decode, for every shape the protocol allows', () => {
+    const cases: [string, Buffer][] = [
+      ['every field plus unknown fields', FULL],
+      ['Falco ≤0.30', OLD],
+      ['plugin source', PLUGIN],
+      ['time sent twice: the second replaces the first', Buffer.concat([timestamp(7, 0), bytes(1, vint(2, 5)), str(4, 'r')])],
+      ['a repeated map key: the last wins', Buffer.concat([timestamp(7, 1), str(4, 'r'), mapEntry(6, 'a', '1'), mapEntry(6, 'a', 'x')])],
+      ['a map entry without key or value reads as ""', Buffer.concat([timestamp(7, 1), str(4, 'r'), bytes(6, str(2, 'v')), bytes(6, str(1, 'k'))])],
+      ['a repeated scalar: the last wins', Buffer.concat([timestamp(7, 1), str(4, 'first'), str(4, 'r'), vint(2, 1), vint(2, 3)])],
+      ['a negative seconds value with nanos', Buffer.concat([timestamp(-5n & 0xffffffffffffffffn, 3), str(4, 'r')])],
+      ['an unknown source enum number', Buffer.concat([timestamp(7, 1), vint(3, 9), str(4, 'r')])],
+      ['multi-byte UTF-8', Buffer.concat([timestamp(7, 1), str(4, 'règle ✓'), mapEntry(6, 'proc.cmdline', 'échо 🐳')])],
+    ];
+    for (const [name, b] of cases) {
+      const want = fromGrpcResponse(reference(b));
+      assert.deepEqual(decode(b), want, name);
+    }
+  });
+
+  it('tells bytes that are not a response from responses that are not events', () => {
+    for (const b of [Buffer.from('garbage, not protobuf'), Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), Buffer.concat([FULL, Buffer.from([0x22, 0x05, 0x61])])]) {
+      assert.ok(decode(b) instanceof UndecodableResponse, b.toString('hex'));
+    }
+    for (const b of [Buffer.concat([timestamp(9, 0), vint(2, 42), str(4, 'Odd')]), Buffer.concat([timestamp(9, 0)]), Buffer.concat([str(4, 'no time')])]) {
+      assert.ok(decode(b) instanceof InvalidResponse, b.toString('hex'));
+    }
   });
 });

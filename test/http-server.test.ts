@@ -8,7 +8,8 @@ import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import type { FalcoEvent } from '../src/model/event.js';
 import { Intake } from '../src/sources/intake.js';
-import { HttpServer, parseListenAddress, type HttpServerOptions, type Readiness } from '../src/sources/http-server.js';
+import { HttpServer, parseListenAddress, type HttpServerOptions, type Readiness } from '../src/ops/http-server.js';
+import { HttpIngest, type HttpIngestOptions } from '../src/sources/http-ingest.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 
@@ -34,6 +35,7 @@ const EGRESS = ['t1612_egress', 'T1612'];
 
 interface Harness {
   server: HttpServer;
+  ingest: HttpIngest;
   intake: Intake;
   metrics: Metrics;
   received: FalcoEvent[];
@@ -47,7 +49,7 @@ const agent = new Agent({ keepAliveTimeout: 1000 });
 const servers: HttpServer[] = [];
 
 async function start(
-  opts: Partial<HttpServerOptions> = {},
+  opts: Partial<HttpServerOptions & HttpIngestOptions> = {},
   extra: { capacity?: number; gated?: boolean; logLines?: string[] } = {},
 ): Promise<Harness> {
   const metrics = new Metrics();
@@ -68,13 +70,15 @@ async function start(
     ? pino({ level: 'debug' }, { write: (line: string) => void logLines.push(line) })
     : silentLogger();
   const readiness: Readiness = { ready: true, checks: { falco: true, redis: true } };
-  const server = new HttpServer(
-    { address: '127.0.0.1:0', bodyLimit: 64 * 1024, ...opts },
-    { intake, metrics, logger, readiness: () => readiness },
+  const server = new HttpServer({ address: '127.0.0.1:0', ...opts }, { metrics, logger, readiness: () => readiness });
+  const ingest = new HttpIngest(
+    { bodyLimit: 64 * 1024, ...opts },
+    { intake, metrics, logger, reject: (req, res, r) => server.reject(req, res, r) },
   );
+  server.mount(ingest);
   servers.push(server);
   const { port } = await server.listen();
-  return { server, intake, metrics, received, url: `http://127.0.0.1:${port}`, port, readiness, release: () => release() };
+  return { server, ingest, intake, metrics, received, url: `http://127.0.0.1:${port}`, port, readiness, release: () => release() };
 }
 
 async function post(
@@ -243,7 +247,7 @@ describe('HttpServer', () => {
       const multi = await post(h, '{\n"rule":\n"x",\n');
       assert.equal(multi.status, 400);
       errorOf(multi.text);
-      assert.equal(await count(h, 'invalid'), 4); // one body + three broken lines
+      assert.equal(await count(h, 'invalid'), 2); // each unterminated body is one bad item
     });
 
     it('hints at json_output when Falco posts plain text', async () => {
@@ -454,12 +458,15 @@ describe('HttpServer', () => {
       await h.intake.whenIdle();
     });
 
-    it('takes a batch larger than the whole queue when the queue is empty', async () => {
+    it('refuses with 413, before parsing, a batch larger than the whole queue', async () => {
       const h = await start({}, { capacity: 2 });
       const r = await post(h, JSON.stringify([ev(), ev(), ev(), ev(), ev()]));
-      assert.equal(r.status, 200);
+      assert.equal(r.status, 413);
+      assert.match(errorOf(r.text), /more events than the intake holds \(2\)/);
+      assert.equal(await h.metrics.value('t1612d_ingest_refused_total', { reason: 'too_large' }), 1);
       await h.intake.whenIdle();
-      assert.equal(h.received.length, 5);
+      assert.equal(h.received.length, 0);
+      assert.equal(await count(h, 'invalid'), 0);
     });
   });
 
@@ -491,11 +498,9 @@ describe('HttpServer', () => {
 
     it('answers 503 on /readyz when the readiness callback throws', async () => {
       const metrics = new Metrics();
-      const intake = new Intake({ capacity: 10, metrics, logger: silentLogger(), consumer: () => undefined });
       const server = new HttpServer(
-        { address: '127.0.0.1:0', bodyLimit: 1024 },
+        { address: '127.0.0.1:0' },
         {
-          intake,
           metrics,
           logger: silentLogger(),
           readiness: () => {
@@ -533,10 +538,9 @@ describe('HttpServer', () => {
     it('reports a port in use clearly', async () => {
       const h = await start();
       const metrics = new Metrics();
-      const intake = new Intake({ capacity: 1, metrics, logger: silentLogger(), consumer: () => undefined });
       const clash = new HttpServer(
-        { address: `127.0.0.1:${h.port}`, bodyLimit: 1024 },
-        { intake, metrics, logger: silentLogger(), readiness: () => ({ ready: true, checks: {} }) },
+        { address: `127.0.0.1:${h.port}` },
+        { metrics, logger: silentLogger(), readiness: () => ({ ready: true, checks: {} }) },
       );
       await assert.rejects(clash.listen(), /cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
       await clash.close();

@@ -12,6 +12,7 @@ import { memoryStores } from '../src/store/stores.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { CollectingSink, loadEvents, testConfig, withDestination } from './support/scenarios.js';
+import { isKnown } from './support/known.js';
 
 const WINDOW = 15 * 60_000;
 const SKEW = 30_000;
@@ -186,7 +187,7 @@ describe('correlator robustness', () => {
     assert.equal(c.backlog, 0, 'nothing left waiting for a decision');
     assert.equal(await metrics.value('t1612d_dropped_events_total'), 0, 'nothing dropped');
     // The one well-formed egress among them was still decided: its IP is now known.
-    assert.equal((await stores.firstSeen.observe(cfg.environment, '203.0.113.1', Date.now(), cfg.firstSeenRetentionMs)).isNew, false);
+    assert.equal(await isKnown(stores, cfg.environment, '203.0.113.1', Date.now(), cfg.firstSeenRetentionMs), true);
     await c.close();
     await c.close(); // idempotent
     assert.equal(sink.alerts.length, 0);
@@ -199,7 +200,7 @@ describe('correlator robustness', () => {
     const egress = loadEvents('no-build-host-process.jsonl')[0]!;
     await c.handle(withDestination(egress, '::ffff:198.18.7.7'));
     await c.flush();
-    assert.equal((await stores.firstSeen.observe(cfg.environment, '198.18.7.7', Date.now(), cfg.firstSeenRetentionMs)).isNew, false);
+    assert.equal(await isKnown(stores, cfg.environment, '198.18.7.7', Date.now(), cfg.firstSeenRetentionMs), true);
     assert.equal(c.handle(withDestination(egress, '198.18.7.7')), undefined);
     assert.equal(c.backlog, 0, 'decided from the cache');
     await c.close();

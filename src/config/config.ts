@@ -41,14 +41,40 @@ export interface Config {
   /** TLS server name override for TCP (when the certificate does not name the address). */
   falcoGrpcServerName: string | undefined;
 
-  /** Health, metrics and Falco http_output ingest; '' disables. */
+  /** Health, metrics and Falco http_output ingest; '' disables. @default 127.0.0.1:2802 */
   httpAddress: string;
-  /** When set, ingest requires `Authorization: Bearer <token>`. */
+  /**
+   * When set, ingest requires `Authorization: Bearer <token>` (or Basic auth with the token as
+   * password, as Falco's http_output sends for `http://t1612d:<token>@host/falco`).
+   */
   httpToken: string | undefined;
+  /** Serve HTTPS with this certificate (PEM); needs http_tls_key_file. */
+  httpTlsCertFile: string | undefined;
+  httpTlsKeyFile: string | undefined;
+  /** Require a client certificate signed by this CA (PEM) on every connection (mutual TLS). */
+  httpTlsClientCaFile: string | undefined;
+  /**
+   * Accept unauthenticated ingest on an address beyond loopback (no token, no client CA).
+   * Anyone who can reach the port can then teach the known-IP set. @default false
+   */
+  httpAllowUnauthenticated: boolean;
+  /** Open connections to the HTTP server; beyond it idle ones are closed, then new ones. */
+  httpMaxConnections: number;
+  /** Ingest request bodies received or parsed at once; beyond it 503 + Retry-After. */
+  httpMaxConcurrentBodies: number;
   /** Largest accepted ingest body (after decompression), bytes. @default 10 MiB */
   httpBodyLimit: number;
   /** Events buffered between the sources and the correlator; HTTP answers 503 when full. */
   intakeQueueSize: number;
+  /**
+   * Directory of the write-ahead log of acknowledged, not yet decided events (replayed at
+   * start-up). Unset: no log, such events die with the process. The image sets /var/lib/t1612d.
+   */
+  dataDir: string | undefined;
+  /** fsync the write-ahead log this often (power-loss safety); 0 leaves it to the page cache. */
+  walFsyncIntervalMs: number;
+  /** Largest write-ahead log; beyond it the oldest undecided events lose durability (counted). */
+  walMaxBytes: number;
 
   redisUrl: string | undefined;
   /** Redis Cluster seed nodes `host:port`. */
@@ -83,6 +109,11 @@ export interface Config {
   maxSessions: number;
   /** Bounded in-process cache of known IPs. */
   knownIpCacheSize: number;
+  /**
+   * Redis buckets the known-IP set is cut into (each a small hash in its own cluster slot).
+   * Fixed per environment once written: the stored layout wins over a different setting.
+   */
+  knownIpBuckets: number;
   /** Undecided egress events held while Redis is unreachable. */
   redisBufferSize: number;
 
@@ -110,6 +141,9 @@ export interface Config {
 }
 
 
+/** Upper bound of known_ip_buckets: 16 buckets per cluster slot. */
+const MAX_KNOWN_IP_BUCKETS = 262_144;
+
 /** Every setting: camelCase field, parser kind, default. YAML/env names derive from `key`. */
 const SETTINGS: Setting[] = [
   { key: 'falcoGrpcAddress', kind: 'grpcAddress', def: 'unix:///run/falco/falco.sock' },
@@ -121,10 +155,19 @@ const SETTINGS: Setting[] = [
   { key: 'falcoGrpcGetIntervalMs', kind: 'duration', def: '1s', min: 1 },
   { key: 'falcoGrpcKeepaliveMs', kind: 'duration', def: '5m', min: 1000 },
   { key: 'falcoGrpcServerName', kind: 'optString', def: undefined },
-  { key: 'httpAddress', kind: 'listenAddress', def: '0.0.0.0:2802' },
+  { key: 'httpAddress', kind: 'listenAddress', def: '127.0.0.1:2802' },
   { key: 'httpToken', kind: 'optString', def: undefined },
+  { key: 'httpTlsCertFile', kind: 'file', def: undefined },
+  { key: 'httpTlsKeyFile', kind: 'file', def: undefined },
+  { key: 'httpTlsClientCaFile', kind: 'file', def: undefined },
+  { key: 'httpAllowUnauthenticated', kind: 'bool', def: false },
+  { key: 'httpMaxConnections', kind: 'int', def: 256, min: 1 },
+  { key: 'httpMaxConcurrentBodies', kind: 'int', def: 4, min: 1 },
   { key: 'httpBodyLimit', kind: 'bytes', def: '10mb', min: 1024 },
   { key: 'intakeQueueSize', kind: 'int', def: 10_000, min: 1 },
+  { key: 'dataDir', kind: 'optString', def: undefined },
+  { key: 'walFsyncIntervalMs', kind: 'duration', def: '0', min: 0 },
+  { key: 'walMaxBytes', kind: 'bytes', def: '256mb', min: 1024 * 1024 },
   { key: 'redisUrl', kind: 'optUrl', def: undefined },
   { key: 'redisClusterNodes', kind: 'list', def: [] },
   { key: 'redisPrefix', kind: 'name', def: 't1612d' },
@@ -140,6 +183,7 @@ const SETTINGS: Setting[] = [
   { key: 'clockSkewMs', kind: 'duration', def: '30s', min: 0 },
   { key: 'maxSessions', kind: 'int', def: 10_000, min: 1 },
   { key: 'knownIpCacheSize', kind: 'int', def: 100_000, min: 0 },
+  { key: 'knownIpBuckets', kind: 'int', def: 4096, min: 1 },
   { key: 'redisBufferSize', kind: 'int', def: 50_000, min: 1 },
   { key: 'webhookUrl', kind: 'optUrl', def: undefined },
   { key: 'webhookSecret', kind: 'optString', def: undefined },
@@ -267,10 +311,29 @@ function crossCheck(cfg: Config): void {
       'invalid setting webhook_cert_file / webhook_key_file: a client certificate needs both the certificate and the key file',
     );
   }
+  if (Boolean(cfg.httpTlsCertFile) !== Boolean(cfg.httpTlsKeyFile)) {
+    throw new ConfigError(
+      'http_tls_cert_file',
+      'invalid setting http_tls_cert_file / http_tls_key_file (T1612D_HTTP_TLS_CERT_FILE / T1612D_HTTP_TLS_KEY_FILE): HTTPS needs both the certificate and the key file',
+    );
+  }
+  if (cfg.httpTlsClientCaFile && !cfg.httpTlsCertFile) {
+    throw new ConfigError(
+      'http_tls_client_ca_file',
+      'invalid setting http_tls_client_ca_file (T1612D_HTTP_TLS_CLIENT_CA_FILE): client certificates need HTTPS; set http_tls_cert_file and http_tls_key_file too',
+    );
+  }
+  checkIngestAuth(cfg);
   if (cfg.deliveryBackoffMaxMs < cfg.deliveryBackoffInitialMs) {
     throw new ConfigError(
       'delivery_backoff_max',
       `invalid setting delivery_backoff_max (T1612D_DELIVERY_BACKOFF_MAX): must be >= delivery_backoff_initial (${cfg.deliveryBackoffInitialMs}ms)`,
+    );
+  }
+  if (cfg.knownIpBuckets > MAX_KNOWN_IP_BUCKETS) {
+    throw new ConfigError(
+      'known_ip_buckets',
+      `invalid setting known_ip_buckets (T1612D_KNOWN_IP_BUCKETS): at most ${MAX_KNOWN_IP_BUCKETS} (every bucket is a Redis key the retention sweep visits)`,
     );
   }
   if (cfg.redisUrl && cfg.redisClusterNodes.length > 0) {
@@ -279,6 +342,28 @@ function crossCheck(cfg: Config): void {
       'invalid setting redis_cluster_nodes (T1612D_REDIS_CLUSTER_NODES): set either redis_url or redis_cluster_nodes, not both',
     );
   }
+}
+
+/** A listen host only this machine can reach. */
+export function isLoopbackHost(host: string | undefined): boolean {
+  if (host === undefined || host === '') return false; // all interfaces
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * Secure by default: ingest reachable beyond loopback must authenticate its senders (a token
+ * or client certificates), or say out loud that it does not (http_allow_unauthenticated).
+ * Whoever can POST events can teach the known-IP set and silence a later real attack.
+ */
+function checkIngestAuth(cfg: Config): void {
+  if (cfg.httpAddress === '' || cfg.httpToken || cfg.httpTlsClientCaFile || cfg.httpAllowUnauthenticated) return;
+  const host = /^(.*):\d+$/.exec(cfg.httpAddress)?.[1];
+  if (isLoopbackHost(host)) return;
+  throw new ConfigError(
+    'http_token',
+    `missing setting http_token (T1612D_HTTP_TOKEN): http_address ${cfg.httpAddress} is reachable beyond loopback, so ingest needs a token or client certificates (http_tls_client_ca_file); or bind http_address to 127.0.0.1, or set http_allow_unauthenticated=true to accept anyone`,
+  );
 }
 
 /** The list of all settings, for documentation and `--help`. */

@@ -48,20 +48,25 @@ export class AlertRedelivery {
     return this.undelivered.length === 0 && !this.delivering;
   }
 
-  /** Hand one alert to the sink; a refusal keeps it for a later retry instead of throwing. */
-  async deliver(u: Undelivered): Promise<void> {
+  /**
+   * Hand one alert to the sink; a refusal keeps it for a later retry instead of throwing.
+   * Resolves true when the sink took it at once.
+   */
+  async deliver(u: Undelivered): Promise<boolean> {
     try {
       await this.deps.sink.enqueue(u.alert);
       this.deps.metrics.eventToAlertSeconds.observe((performance.now() - u.t0) / 1000);
+      return true;
     } catch (err) {
       this.deps.throttle.log('warn', 'sink-failed', { err: describeError(err), alert: u.alert.id }, 'alert sink refused an alert; will retry');
       if (this.undelivered.length >= MAX_UNDELIVERED) {
         this.deps.metrics.droppedEvents.inc({ reason: 'sink_backlog_full' });
         this.deps.logger.error({ alert: u.alert }, 'alert sink backlog full: alert dropped');
-        return;
+        return false;
       }
       this.undelivered.push(u);
       this.schedule();
+      return false;
     }
   }
 

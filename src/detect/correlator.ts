@@ -18,7 +18,7 @@
  *   egress (how long we wait for a late build signal).
  */
 import { performance } from 'node:perf_hooks';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { describeError } from '../model/errors.js';
@@ -46,6 +46,11 @@ export interface CorrelatorDeps {
   logger: Logger;
   /** Wall clock, ms. @default Date.now */
   now?: () => number;
+  /**
+   * An alert decided for the event with this decide token is in the sink. The write-ahead log
+   * records it, so a crash before the event is trimmed does not raise the alert again.
+   */
+  onAlerted?: (token: string) => void;
 }
 
 /** A retro-attributed orphan waiting for its dedupe claim. */
@@ -63,6 +68,13 @@ const LOG_EVERY_MS = 10_000;
 const MAX_REFRESH_MS = 10 * 60_000;
 /** How long after their window a session's dedupe key lives, beyond the window itself. */
 const SESSION_TTL_MARGIN_MS = 60_000;
+
+/** A UUID-shaped id derived from the decision (token, session, IP): unique, and stable across a replay. */
+function alertId(token: string, sessionId: string, ip: string): string {
+  const h = createHash('sha256').update(`${token}\u0000${sessionId}\u0000${ip}`).digest('hex');
+  // Version 8 (custom) and the RFC 4122 variant, so it parses as a UUID everywhere.
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h.charAt(16), 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
 
 export class Correlator {
   private readonly now: () => number;
@@ -142,8 +154,10 @@ export class Correlator {
   /**
    * The Intake consumer. Synchronous except when the decision buffer is full while Redis is
    * up: then it returns a promise that resolves when there is room (backpressure).
+   * `token`: the decide token persisted with the event (write-ahead log); a replayed event
+   * brings the same one back, so the store answers it as it did before a crash.
    */
-  handle(ev: FalcoEvent): void | Promise<void> {
+  handle(ev: FalcoEvent, token?: string): void | Promise<void> {
     if (this.closed) {
       // Only after the shutdown deadline cut the intake short: counted, never silent.
       this.deps.metrics.droppedEvents.inc({ reason: 'shutdown' });
@@ -152,7 +166,7 @@ export class Correlator {
     try {
       const tags = ev.tags;
       if (!Array.isArray(tags)) return;
-      if (tags.includes(TAG_EGRESS)) return this.onEgress(ev);
+      if (tags.includes(TAG_EGRESS)) return this.onEgress(ev, token);
       if (tags.includes(TAG_BUILD)) this.onBuild(ev);
     } catch (err) {
       this.throttle.log('warn', 'event-failed', { err: describeError(err), rule: ev?.rule }, 'correlator could not use event');
@@ -195,7 +209,7 @@ export class Correlator {
   // Event intake
   // ---------------------------------------------------------------------------------------
 
-  private onEgress(ev: FalcoEvent): void | Promise<void> {
+  private onEgress(ev: FalcoEvent, token: string | undefined): void | Promise<void> {
     this.containers.observe(ev);
     // Only canonical texts enter the cache, so a raw hit needs no normalising (IPv6 parsing
     // allocates); a miss normalises and looks again.
@@ -216,7 +230,7 @@ export class Correlator {
     if (this.loadedHosts.has(host) && !this.table.hasAny(host) && this.queue.queued(host, ip)) return;
     const sig = classifyEgress(ev, host, ip);
     if (sig === null) return;
-    return this.enqueue({ sig, nowMs: now, t0: performance.now(), token: this.token() });
+    return this.enqueue({ sig, nowMs: now, t0: performance.now(), token: token ?? this.token() });
   }
 
   private onBuild(ev: FalcoEvent): void {
@@ -364,7 +378,7 @@ export class Correlator {
       return;
     }
     if (!r.claimed) return; // this (session, IP) already alerted, here or on another daemon
-    await this.raise(p.sig, a, r.firstSeenAt, p.t0);
+    await this.raise(p.sig, a, r.firstSeenAt, p.t0, p.token);
   }
 
   /** Attribution among the sessions open at the egress's time. */
@@ -385,14 +399,14 @@ export class Correlator {
     return { session: this.table.applyStepEgress(sig), kind: 'lineage', builder: false };
   }
 
-  private async raise(sig: EgressSignal, a: AttributionResult, firstSeenAt: number, t0: number): Promise<void> {
+  private async raise(sig: EgressSignal, a: AttributionResult, firstSeenAt: number, t0: number, token: string): Promise<void> {
     if (a.session.expected) {
       // The user declared this build expected: its new IPs are learnt, never alerted.
       this.deps.logger.debug({ session: a.session.id, ip: sig.ip, host: sig.host }, 'new IP from an expected build');
       return;
     }
     const severity = severityOf(a.session, a.kind, a.builder);
-    const alert = buildAlert({
+    const built = buildAlert({
       builder: a.builder,
       environment: this.cfg.environment,
       session: a.session,
@@ -402,12 +416,15 @@ export class Correlator {
       firstSeenAt,
       nowMs: this.now(),
     });
+    // Named by its decision: an event decided again after a crash (same token, from the
+    // write-ahead log) raises the alert under the same id, which receivers dedupe on.
+    const alert = { ...built, id: alertId(token, a.session.id, sig.ip) };
     this.deps.metrics.alerts.inc({ severity });
     this.deps.logger.info(
       { alert: alert.id, severity, session: a.session.id, ip: sig.ip, attribution: a.kind, host: sig.host },
       'T1612 alert',
     );
-    await this.redelivery.deliver({ alert, t0 });
+    if (await this.redelivery.deliver({ alert, t0 })) this.deps.onAlerted?.(token);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -440,7 +457,7 @@ export class Correlator {
       this.retro.splice(0, batch.length);
       await Promise.all(
         batch.map((r, i) =>
-          claimed[i] ? this.raise(r.orphan.sig, r.attribution, r.orphan.firstSeenAt, r.orphan.t0) : undefined,
+          claimed[i] ? this.raise(r.orphan.sig, r.attribution, r.orphan.firstSeenAt, r.orphan.t0, r.orphan.token) : undefined,
         ),
       );
     }

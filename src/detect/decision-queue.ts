@@ -39,6 +39,18 @@ export interface DecisionQueueOptions {
 
 const MAX_TOUCHES = 10_000;
 
+/**
+ * Under load (a round follows the previous one within COALESCE_MS), a round waits, one event
+ * loop turn at a time and for at most COALESCE_MS, while events keep arriving and fewer than
+ * MIN_BATCH are queued. A busy cold path then sends a hundred IPs or more per store round
+ * trip instead of the one or two that arrived while the last round was in flight. It stops
+ * waiting as soon as a turn brings nothing new (whoever feeds the queue is waiting for this
+ * round), and after a quiet spell the first event goes out at once: latency is only traded
+ * for batching while there is a flow to batch.
+ */
+export const COALESCE_MS = 2;
+export const MIN_BATCH = 100;
+
 function pendingKey(host: string, ip: string): string {
   return `${host}\u0000${ip}`;
 }
@@ -60,6 +72,8 @@ export class DecisionQueue {
   private roomWaiters: (() => void)[] = [];
   /** Set once the correlator closed: no more retries. */
   private stopped = false;
+  /** performance.now() when the last round ended. */
+  private lastRoundEnd = -Infinity;
 
   constructor(private readonly opts: DecisionQueueOptions) {}
 
@@ -189,6 +203,17 @@ export class DecisionQueue {
     return !this.running && !this.hasWork() && this.opts.othersIdle();
   }
 
+  /** Let events gather; see COALESCE_MS. */
+  private async gather(): Promise<void> {
+    const until = performance.now() + COALESCE_MS;
+    let seen = this.pending.length;
+    while (!this.stopped && this.pending.length < MIN_BATCH && performance.now() < until) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.pending.length === seen) return;
+      seen = this.pending.length;
+    }
+  }
+
   private async tick(): Promise<void> {
     if (this.running) return;
     this.running = true;
@@ -196,7 +221,9 @@ export class DecisionQueue {
       // After stop() a round already in flight finishes, but no new one starts.
       while (!this.stopped && this.hasWork()) {
         if (!this.opts.redisUp()) throw new Error('redis is not connected');
+        if (this.pending.length < MIN_BATCH && performance.now() - this.lastRoundEnd < COALESCE_MS) await this.gather();
         await this.opts.round();
+        this.lastRoundEnd = performance.now();
         if (this.failing) {
           this.failing = false;
           this.backoff.reset();

@@ -18,6 +18,54 @@ export const PRIORITIES = [
 ] as const;
 export type Priority = (typeof PRIORITIES)[number];
 
+/**
+ * Caps on every field of an incoming event (README "Security"). Values Falco derives from the
+ * monitored workload (output text, output_fields values) are cut at their cap, never refused:
+ * refusing them would let a build hide its egress by padding a command line. Names that come
+ * from the rules (rule, tags, field keys, source) are short by nature; an event over their caps
+ * is refused.
+ */
+export const EVENT_LIMITS = {
+  /** Characters of `rule`. */
+  rule: 1024,
+  /** Characters of `source` (a plugin name at most). */
+  source: 64,
+  /** Characters of `hostname` (a DNS name is at most 253). */
+  hostname: 255,
+  /** Characters of `output` kept; the rest is cut. */
+  output: 8192,
+  /** Entries of `tags`. */
+  tags: 64,
+  /** Characters of one tag. */
+  tag: 128,
+  /** Entries of `output_fields`. */
+  fields: 512,
+  /** Characters of one `output_fields` key. */
+  fieldKey: 256,
+  /** Characters of one `output_fields` value kept; the rest is cut. */
+  fieldValue: 4096,
+} as const;
+
+/** Longest piece of input an error reason quotes. */
+const QUOTE_CHARS = 32;
+
+/** A short, single-line quote of untrusted input for an error reason: never the whole value. */
+export function quoteInput(raw: unknown, max = QUOTE_CHARS): string {
+  let text: string;
+  if (typeof raw === 'string') text = raw;
+  else if (raw === undefined) return 'undefined';
+  else if (raw === null || typeof raw === 'number' || typeof raw === 'boolean') return String(raw);
+  else return `(${Array.isArray(raw) ? 'array' : typeof raw})`;
+  // JSON.stringify escapes control characters, so the quote stays on one line.
+  const head = text.slice(0, max);
+  return text.length <= max ? JSON.stringify(head) : `${JSON.stringify(head)}… (${text.length} chars)`;
+}
+
+/** Cut a workload-derived text at `max` characters. */
+function cap(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…`;
+}
+
 /** Field value after normalisation: text, or null when Falco had no value. */
 export type FieldValue = string | null;
 
@@ -61,16 +109,25 @@ export function field(ev: FalcoEvent, name: string): string | null {
 const MISSING = new Set(['<NA>', 'null', '']);
 
 /** Normalise one raw output_fields value. */
-function normaliseValue(name: string, v: unknown): FieldValue {
+function normaliseValue(v: unknown): FieldValue {
   if (v === null || v === undefined) return null;
-  if (typeof v === 'string') return MISSING.has(v) ? null : v;
+  if (typeof v === 'string') return MISSING.has(v) ? null : cap(v, EVENT_LIMITS.fieldValue);
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) return null;
     return String(v);
   }
   if (typeof v === 'bigint' || typeof v === 'boolean') return String(v);
-  if (typeof v === 'object') return JSON.stringify(v);
-  throw new InvalidEventError(`output_fields.${name} has unsupported type ${typeof v}`);
+  if (typeof v === 'object') {
+    let text: string;
+    try {
+      text = JSON.stringify(v);
+    } catch {
+      // Nesting too deep for the stack: no Falco field is shaped like that.
+      throw new InvalidEventError('an output_fields value is nested too deeply');
+    }
+    return cap(text, EVENT_LIMITS.fieldValue);
+  }
+  throw new InvalidEventError(`an output_fields value has unsupported type ${typeof v}`);
 }
 
 function normaliseFields(raw: unknown): Record<string, FieldValue> {
@@ -78,12 +135,19 @@ function normaliseFields(raw: unknown): Record<string, FieldValue> {
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new InvalidEventError('output_fields must be an object of field: value');
   }
+  const entries = Object.entries(raw as Record<string, unknown>);
+  if (entries.length > EVENT_LIMITS.fields) {
+    throw new InvalidEventError(`output_fields has ${entries.length} entries, over the limit of ${EVENT_LIMITS.fields}`);
+  }
   const out: Record<string, FieldValue> = {};
-  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+  for (const [k, v] of entries) {
     // Assigning `__proto__` would go through the prototype setter (JSON `null` there would
     // strip the object's prototype); no Falco field has that name.
     if (k === '__proto__') continue;
-    out[k] = normaliseValue(k, v);
+    if (k.length > EVENT_LIMITS.fieldKey) {
+      throw new InvalidEventError(`an output_fields key is over the limit of ${EVENT_LIMITS.fieldKey} characters`);
+    }
+    out[k] = normaliseValue(v);
   }
   return out;
 }
@@ -93,7 +157,8 @@ function normalisePriority(raw: unknown): Priority {
     const p = PRIORITIES[raw];
     if (p) return p;
   }
-  if (typeof raw === 'string' && raw !== '') {
+  // Longer than any name: refused before it is looked at any further.
+  if (typeof raw === 'string' && raw !== '' && raw.length <= 16) {
     const lower = raw.toLowerCase();
     // Falco's enum also spells INFORMATIONAL as INFO in some clients.
     const p = PRIORITIES.find((x) => x.toLowerCase() === lower) ?? (lower === 'info' ? 'Informational' : undefined);
@@ -103,11 +168,14 @@ function normalisePriority(raw: unknown): Priority {
       if (byNum) return byNum;
     }
   }
-  throw new InvalidEventError(`priority ${JSON.stringify(raw)} is not one of ${PRIORITIES.join(', ')}`);
+  throw new InvalidEventError(`priority ${quoteInput(raw)} is not one of ${PRIORITIES.join(', ')}`);
 }
 
 function requireRule(raw: unknown): string {
   if (typeof raw !== 'string' || raw.trim() === '') throw new InvalidEventError('rule is missing or not a string');
+  if (raw.length > EVENT_LIMITS.rule) {
+    throw new InvalidEventError(`rule is over the limit of ${EVENT_LIMITS.rule} characters`);
+  }
   return raw;
 }
 
@@ -116,13 +184,22 @@ function normaliseTags(raw: unknown): string[] {
   if (!Array.isArray(raw) || !raw.every((t) => typeof t === 'string')) {
     throw new InvalidEventError('tags must be a list of strings');
   }
+  if (raw.length > EVENT_LIMITS.tags) {
+    throw new InvalidEventError(`tags has ${raw.length} entries, over the limit of ${EVENT_LIMITS.tags}`);
+  }
+  if (raw.some((t: string) => t.length > EVENT_LIMITS.tag)) {
+    throw new InvalidEventError(`a tag is over the limit of ${EVENT_LIMITS.tag} characters`);
+  }
   return raw as string[];
 }
 
-function optString(raw: unknown, name: string): string {
+/** An optional text field; over `max` it is refused, or cut when `cut` (workload-derived text). */
+function optString(raw: unknown, name: string, max: number, cut = false): string {
   if (raw === undefined || raw === null) return '';
   if (typeof raw !== 'string') throw new InvalidEventError(`${name} must be a string`);
-  return raw;
+  if (raw.length <= max) return raw;
+  if (cut) return cap(raw, max);
+  throw new InvalidEventError(`${name} is over the limit of ${max} characters`);
 }
 
 const ISO_RE = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})$/;
@@ -155,10 +232,10 @@ export function fromFalcoJson(raw: unknown): FalcoEvent {
     timeNs,
     rule,
     priority: normalisePriority(o['priority']),
-    source: optString(o['source'], 'source') || 'syscall',
-    hostname: optString(o['hostname'], 'hostname'),
+    source: optString(o['source'], 'source', EVENT_LIMITS.source) || 'syscall',
+    hostname: optString(o['hostname'], 'hostname', EVENT_LIMITS.hostname),
     tags: normaliseTags(o['tags']),
-    output: optString(o['output'], 'output'),
+    output: optString(o['output'], 'output', EVENT_LIMITS.output, true),
     fields: normaliseFields(o['output_fields']),
   };
 }
@@ -192,7 +269,8 @@ const GRPC_SOURCES: Record<string, string> = {
  * not the text output: take the text from inside it. Anything else is kept as given.
  */
 function plainOutput(output: string): string {
-  if (!output.startsWith('{"')) return output;
+  // A JSON line past the output cap is not unwrapped: parsing it would cost more than it shows.
+  if (!output.startsWith('{"') || output.length > 4 * EVENT_LIMITS.output) return output;
   try {
     const o = JSON.parse(output) as { output?: unknown };
     return typeof o.output === 'string' ? o.output : output;
@@ -214,7 +292,7 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
   }
   const nanos = BigInt(t.nanos ?? 0);
   if (seconds <= 0n && nanos === 0n) throw new InvalidEventError('time is missing');
-  let source = r.source ?? '';
+  let source = optString(r.source, 'source', EVENT_LIMITS.source);
   if (source === '') {
     const dep = r.source_deprecated;
     source = dep === undefined ? 'syscall' : (GRPC_SOURCES[String(dep).toUpperCase()] ?? 'syscall');
@@ -224,10 +302,65 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
     rule,
     priority: normalisePriority(r.priority ?? 0),
     source,
-    hostname: r.hostname ?? '',
+    hostname: optString(r.hostname, 'hostname', EVENT_LIMITS.hostname),
     tags: normaliseTags(r.tags ?? []),
-    output: plainOutput(r.output ?? ''),
+    output: optString(plainOutput(r.output ?? ''), 'output', EVENT_LIMITS.output, true),
     fields: normaliseFields(r.output_fields ?? {}),
+  };
+}
+
+/**
+ * A gRPC `response` as read field by field off the wire (src/sources/proto.ts), before the
+ * checks of `fromGrpcResponse`. Absent fields carry proto3 defaults; `fields` are already
+ * normalised with `grpcFieldValue`.
+ */
+export interface GrpcParts {
+  /** Undefined when the response had no `time`. */
+  seconds: bigint | undefined;
+  nanos: number;
+  priority: number;
+  /** Undefined when field 3 was absent. */
+  sourceDeprecated: number | undefined;
+  rule: string;
+  output: string;
+  hostname: string;
+  tags: string[];
+  source: string;
+  fields: Record<string, FieldValue>;
+}
+
+/** One gRPC output_fields value (always a string on this wire): Falco's "missing" spellings become null. */
+export function grpcFieldValue(v: string): FieldValue {
+  // Length first: most values are longer than any missing spelling, and this runs per field.
+  if (v.length <= 4) return v === '' || v === '<NA>' || v === 'null' ? null : v;
+  return v.length <= EVENT_LIMITS.fieldValue ? v : cap(v, EVENT_LIMITS.fieldValue);
+}
+
+/** The same event `fromGrpcResponse` makes of the same response, from its wire fields. */
+export function fromGrpcParts(p: GrpcParts): FalcoEvent {
+  const rule = requireRule(p.rule);
+  if (p.seconds === undefined || (p.seconds <= 0n && p.nanos === 0)) throw new InvalidEventError('time is missing');
+  let source = optString(p.source, 'source', EVENT_LIMITS.source);
+  if (source === '') source = p.sourceDeprecated === undefined ? 'syscall' : (GRPC_SOURCES[String(p.sourceDeprecated)] ?? 'syscall');
+  // The same bounds as every other source (EVENT_LIMITS): field values were cut while read.
+  let nFields = 0;
+  for (const k in p.fields) {
+    if (++nFields > EVENT_LIMITS.fields) {
+      throw new InvalidEventError(`output_fields has more than ${EVENT_LIMITS.fields} entries`);
+    }
+    if (k.length > EVENT_LIMITS.fieldKey) {
+      throw new InvalidEventError(`an output_fields key is over the limit of ${EVENT_LIMITS.fieldKey} characters`);
+    }
+  }
+  return {
+    timeNs: p.seconds * 1_000_000_000n + BigInt(p.nanos),
+    rule,
+    priority: normalisePriority(p.priority),
+    source,
+    hostname: optString(p.hostname, 'hostname', EVENT_LIMITS.hostname),
+    tags: normaliseTags(p.tags),
+    output: optString(plainOutput(p.output), 'output', EVENT_LIMITS.output, true),
+    fields: p.fields,
   };
 }
 

@@ -93,6 +93,25 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly ingestRefused = new Counter({
+    name: 't1612d_ingest_refused_total',
+    help: 'HTTP ingest requests refused, by reason (too_large|too_many_bodies|too_many_connections|unauthenticated|invalid|queue_full|wal_error)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly walBytes = new Gauge({
+    name: 't1612d_wal_bytes',
+    help: 'Bytes in the write-ahead log of acknowledged, not yet decided events',
+    registers: [this.registry],
+  });
+
+  readonly walReplayed = new Counter({
+    name: 't1612d_wal_replayed_events_total',
+    help: 'Events read back from the write-ahead log at start-up (acknowledged before a crash, not decided)',
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics) {
       collectDefaultMetrics({ register: this.registry, prefix: 't1612d_' });

@@ -15,11 +15,10 @@ import type { Logger } from 'pino';
 import { describeError, InvalidEventError } from '../model/errors.js';
 import { Backoff, sleep } from '../ops/backoff.js';
 import type { Metrics } from '../ops/metrics.js';
-import { fromGrpcResponse } from '../model/event.js';
 import { describeFailure, FailureLog, setupFailure, type Level } from './grpc-failures.js';
 import { channelSetup, resolveOptions, type GrpcSourceOptions, type ResolvedGrpcSourceOptions } from './grpc-options.js';
 import type { Intake } from './intake.js';
-import { GET_PATH, loadFalcoProto, SUB_PATH, UndecodableResponse, type DecodedMessage } from './proto.js';
+import { GET_PATH, InvalidResponse, loadFalcoProto, SUB_PATH, UndecodableResponse, type DecodedMessage } from './proto.js';
 import { SubPoller } from './sub-poller.js';
 import type { TlsMaterial } from './tls-diagnosis.js';
 
@@ -323,23 +322,15 @@ export class GrpcSource {
     });
   }
 
-  /** One message from Falco: normalise and push, or count it as invalid. Never throws. */
+  /** One message from Falco (already normalised by the deserialiser): push, or count it as invalid. Never throws. */
   private handleMessage(msg: DecodedMessage): void {
     if (msg instanceof UndecodableResponse) {
       const err = new InvalidEventError(`undecodable gRPC response: ${describeError(msg.error)}`);
       this.intake.invalid('grpc', err, `hex:${msg.bytes.subarray(0, 64).toString('hex')}`);
-      return;
-    }
-    try {
-      this.intake.push(fromGrpcResponse(msg), 'grpc');
-    } catch (err) {
-      let sample: string | undefined;
-      try {
-        sample = JSON.stringify(msg);
-      } catch {
-        sample = undefined;
-      }
-      this.intake.invalid('grpc', err, sample);
+    } else if (msg instanceof InvalidResponse) {
+      this.intake.invalid('grpc', msg.error, `hex:${msg.bytes.subarray(0, 64).toString('hex')}`);
+    } else {
+      this.intake.push(msg, 'grpc');
     }
   }
 

@@ -4,8 +4,15 @@
  * - one JSON event per request (Falco's `http_output` with `json_output: true`);
  * - a JSON array of events (Falcosidekick-style forwarders and batchers);
  * - newline-delimited JSON, one event (or array of events) per line.
- * The server (http-server.ts) decides status codes; this module only parses.
+ * The ingest (src/sources/http-ingest.ts) decides status codes; this module only parses.
+ *
+ * Large bodies never block the event loop for long: the body is first cut into items by a
+ * byte scanner (no JSON.parse of the whole), which counts them and stops as soon as there are
+ * more than the intake can take; then each item is parsed on its own, yielding to the event
+ * loop every few milliseconds. Items over `MAX_EVENT_BYTES` or nested deeper than
+ * `MAX_DEPTH` are refused without being parsed.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describeError, InvalidEventError } from '../model/errors.js';
 import { fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../model/event.js';
 
@@ -20,15 +27,31 @@ export interface ParsedEvents {
   invalid: InvalidItem[];
 }
 
+/** Largest single event, bytes: Falco's are a few KiB; parsing 1 MiB takes a few ms. */
+export const MAX_EVENT_BYTES = 1024 * 1024;
+/** Deepest nesting of one event: Falco's is 3 (event, output_fields, a JSON value). */
+export const MAX_DEPTH = 32;
 /** Longest sample of a bad item kept for logging. */
-const SAMPLE_CHARS = 300;
+const SAMPLE_CHARS = 120;
+/** Work between two yields to the event loop. */
+const SLICE_MS = 4;
+const SCAN_SLICE_BYTES = 1024 * 1024;
+
+/** The body holds more items than the caller can take; nothing was parsed. */
+export class TooManyEventsError extends Error {
+  override readonly name = 'TooManyEventsError';
+  readonly code = 'T1612D_TOO_MANY_EVENTS';
+  constructor(readonly limit: number) {
+    super(`body holds more than ${limit} events`);
+  }
+}
 
 function sampleOf(text: string): string {
   return text.length <= SAMPLE_CHARS ? text : `${text.slice(0, SAMPLE_CHARS)}…`;
 }
 
 /** One line, bounded: JSON.parse messages quote the input, raw newlines included. */
-function oneLine(text: string, max = 200): string {
+function oneLine(text: string, max = 120): string {
   const flat = text.replace(/\s+/g, ' ').trim();
   return flat.length <= max ? flat : `${flat.slice(0, max)}…`;
 }
@@ -60,9 +83,9 @@ function collect(value: unknown, into: ParsedEvents): void {
 }
 
 /**
- * Parse one JSON text holding an event or an array of events. Throws InvalidEventError
- * (one-line reason) when the text is not JSON at all; items that are JSON but not events are
- * returned in `invalid`.
+ * Parse one JSON text holding an event or an array of events (one line of a file). Throws
+ * InvalidEventError (one-line reason) when the text is not JSON at all; items that are JSON but
+ * not events are returned in `invalid`.
  */
 export function parseEventJson(text: string, where = 'body'): ParsedEvents {
   let value: unknown;
@@ -76,55 +99,182 @@ export function parseEventJson(text: string, where = 'body'): ParsedEvents {
   return out;
 }
 
-function isNdjsonType(contentType: string | undefined): boolean {
-  return contentType !== undefined && /ndjson|jsonl|json-seq|jsonlines/i.test(contentType);
+/** Where one item of a body lies, and what the scanner already knows is wrong with it. */
+interface Span {
+  start: number;
+  end: number;
+  /** Why the item is refused without parsing, if it is. */
+  flaw?: string;
 }
 
-function parseLines(text: string): ParsedEvents {
-  const out: ParsedEvents = { events: [], invalid: [] };
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const line = (lines[i] as string).trim();
-    if (line === '') continue;
-    try {
-      const part = parseEventJson(line, `line ${i + 1}`);
-      out.events.push(...part.events);
-      out.invalid.push(...part.invalid);
-    } catch (err) {
-      out.invalid.push({ error: toInvalidEventError(err), sample: sampleOf(line) });
-    }
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+function isSpace(b: number): boolean {
+  return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+}
+
+/** Index just past the string that opens at `i` (a quote), or -1 when it never closes. */
+function stringEnd(buf: Buffer, i: number): number {
+  let j = i + 1;
+  for (;;) {
+    const q = buf.indexOf(QUOTE, j);
+    if (q < 0) return -1;
+    let bs = 0;
+    for (let k = q - 1; k > i && buf[k] === BACKSLASH; k--) bs++;
+    if (bs % 2 === 0) return q + 1;
+    j = q + 1;
   }
-  return out;
 }
 
 /**
- * Parse an ingest request body (already decompressed). The content type is only a hint:
- * Falco sends `application/json` or `text/plain`, other senders anything or nothing, so
- * every body is tried as JSON, then as newline-delimited JSON.
- *
- * Throws InvalidEventError with a one-line reason when the body is empty or not JSON.
+ * Cut a body into items without parsing them: top-level objects and scalars, and the elements
+ * of top-level arrays (NDJSON lines are top-level values too). Throws TooManyEventsError once
+ * there are more than `maxItems`. Yields to the event loop every `SCAN_SLICE_BYTES`.
  */
-export function parseIngestBody(body: Buffer, contentType?: string): ParsedEvents {
-  let text = body.toString('utf8');
-  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-  const trimmed = text.trim();
-  if (trimmed === '') throw new InvalidEventError('body is empty');
-
-  if (isNdjsonType(contentType)) return parseLines(trimmed);
-  try {
-    return parseEventJson(trimmed);
-  } catch (err) {
-    // Several values on separate lines is NDJSON; anything else is a syntax error.
-    if (!trimmed.includes('\n')) {
-      const looksLikeText = !/^[[{]/.test(trimmed);
-      if (looksLikeText) {
-        throw new InvalidEventError(
-          'body is not JSON (for Falco, set json_output: true so http_output posts JSON events)',
-          { cause: err },
-        );
-      }
-      throw err;
+async function scanItems(buf: Buffer, from: number, maxItems: number): Promise<Span[]> {
+  const spans: Span[] = [];
+  const n = buf.length;
+  let i = from;
+  let inTopArray = false;
+  let nextYield = i + SCAN_SLICE_BYTES;
+  const add = (s: Span): void => {
+    spans.push(s);
+    if (spans.length > maxItems) throw new TooManyEventsError(maxItems);
+  };
+  while (i < n) {
+    if (i >= nextYield) {
+      await nextTurn();
+      nextYield = i + SCAN_SLICE_BYTES;
     }
-    return parseLines(trimmed);
+    const b = buf[i] as number;
+    if (isSpace(b) || (inTopArray && b === 0x2c /* , */)) {
+      i++;
+      continue;
+    }
+    if (!inTopArray && b === 0x5b /* [ */) {
+      inTopArray = true;
+      i++;
+      continue;
+    }
+    if (inTopArray && b === 0x5d /* ] */) {
+      inTopArray = false;
+      i++;
+      continue;
+    }
+    const start = i;
+    if (b === 0x7b /* { */ || b === 0x5b) {
+      // A structured value: find its matching close, strings skipped whole.
+      let depth = 0;
+      let maxDepth = 0;
+      let end = -1;
+      while (i < n) {
+        if (i >= nextYield) {
+          await nextTurn();
+          nextYield = i + SCAN_SLICE_BYTES;
+        }
+        const c = buf[i] as number;
+        if (c === QUOTE) {
+          const e = stringEnd(buf, i);
+          if (e < 0) break;
+          i = e;
+          continue;
+        }
+        if (c === 0x7b || c === 0x5b) {
+          depth++;
+          if (depth > maxDepth) maxDepth = depth;
+        } else if (c === 0x7d || c === 0x5d) {
+          depth--;
+          if (depth === 0) {
+            end = i + 1;
+            break;
+          }
+        }
+        i++;
+      }
+      if (end < 0) {
+        add({ start, end: n, flaw: 'is not valid JSON: the value never closes' });
+        break;
+      }
+      i = end;
+      const flaw =
+        maxDepth > MAX_DEPTH
+          ? `is nested more than ${MAX_DEPTH} levels deep`
+          : end - start > MAX_EVENT_BYTES
+            ? `is over the limit of ${MAX_EVENT_BYTES} bytes`
+            : undefined;
+      add(flaw ? { start, end, flaw } : { start, end });
+      continue;
+    }
+    if (b === QUOTE) {
+      const e = stringEnd(buf, i);
+      i = e < 0 ? n : e;
+      add({ start, end: i });
+      continue;
+    }
+    // A scalar, or text that is not JSON: up to the next separator (newline ends a line of text).
+    while (i < n) {
+      const c = buf[i] as number;
+      if (c === 0x0a || (inTopArray && (c === 0x2c || c === 0x5d))) break;
+      if (!inTopArray && i - start > MAX_EVENT_BYTES) break;
+      i++;
+    }
+    add({ start, end: i });
+    if (!inTopArray) {
+      const nl = buf.indexOf(0x0a, i);
+      i = nl < 0 ? n : nl + 1;
+    }
   }
+  return spans;
+}
+
+/**
+ * Parse an ingest request body (already decompressed). The content type is not needed: Falco
+ * sends `application/json` or `text/plain`, other senders anything or nothing, and JSON,
+ * arrays and NDJSON are told apart by the bytes.
+ *
+ * Throws InvalidEventError with a one-line reason when the body is empty or not JSON, and
+ * TooManyEventsError when it holds more than `maxItems` items (before parsing any).
+ */
+export async function parseIngestBody(body: Buffer, maxItems: number): Promise<ParsedEvents> {
+  let from = 0;
+  if (body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf) from = 3; // UTF-8 byte order mark
+  while (from < body.length && isSpace(body[from] as number)) from++;
+  if (from >= body.length) throw new InvalidEventError('body is empty');
+  const first = body[from] as number;
+  const spans = await scanItems(body, from, maxItems);
+
+  const out: ParsedEvents = { events: [], invalid: [] };
+  let sliceStart = performance.now();
+  for (let k = 0; k < spans.length; k++) {
+    if (performance.now() - sliceStart >= SLICE_MS) {
+      await nextTurn();
+      sliceStart = performance.now();
+    }
+    const s = spans[k] as Span;
+    const where = `item ${k + 1}`;
+    if (s.flaw) {
+      const head = body.toString('utf8', s.start, Math.min(s.end, s.start + SAMPLE_CHARS));
+      out.invalid.push({ error: new InvalidEventError(`${where} ${s.flaw}`), sample: sampleOf(head) });
+      continue;
+    }
+    const text = body.toString('utf8', s.start, s.end);
+    let value: unknown;
+    try {
+      value = parseJsonPreservingBigInts(text);
+    } catch (err) {
+      out.invalid.push({ error: syntaxError(err, where), sample: sampleOf(text) });
+      continue;
+    }
+    if (Array.isArray(value)) {
+      // An array nested in a top-level array, or an NDJSON line holding an array of events.
+      collect(value, out);
+    } else {
+      collect([value], out);
+    }
+  }
+  if (out.events.length === 0 && first !== 0x7b && first !== 0x5b) {
+    throw new InvalidEventError('body is not JSON (for Falco, set json_output: true so http_output posts JSON events)');
+  }
+  return out;
 }

@@ -6,15 +6,25 @@
  *
  * Two ways in:
  * - `offer()` refuses when the queue is full (HTTP ingest answers 503 + Retry-After);
+ * - `offerBatch()` takes a whole HTTP body or nothing, and has it in the write-ahead log before
+ *   it returns (the ingest answers 200 only after that);
  * - `push()` always accepts (the gRPC source cannot un-receive a message); it stops polling
  *   Falco while `full` is true and waits on `whenWritable()`.
+ *
+ * With a write-ahead log every event gets a sequence number and a decide token on the way in;
+ * `handedSeq` tells the daemon how far the consumer has got, so the log can be trimmed once
+ * those events are decided. Events read back from the log come in through `pushReplayed()`
+ * with their original number and token, so they are decided the same way again.
  */
 import type { Logger } from 'pino';
 import { describeError } from '../model/errors.js';
 import type { Metrics } from '../ops/metrics.js';
+import { ThrottledLog } from '../ops/throttled-log.js';
 import { kindOfTags, type FalcoEvent, type SourceName } from '../model/event.js';
+import type { Wal, WalRecord } from './wal.js';
 
-export type EventConsumer = (ev: FalcoEvent, source: SourceName) => void | Promise<void>;
+/** `token`: the decide token persisted with the event (write-ahead log), when there is one. */
+export type EventConsumer = (ev: FalcoEvent, source: SourceName, token?: string) => void | Promise<void>;
 
 export interface IntakeOptions {
   /** Queue bound for `offer()`. */
@@ -22,12 +32,23 @@ export interface IntakeOptions {
   metrics: Metrics;
   logger: Logger;
   consumer: EventConsumer;
+  /** Write-ahead log every event is appended to before it is queued. */
+  wal?: Wal | undefined;
+  /** Called after the consumer settled a logged event (`handedSeq` moved). */
+  onHanded?: () => void;
 }
 
 interface Item {
   ev: FalcoEvent;
   source: SourceName;
+  seq?: number;
+  token?: string;
 }
+
+/** Longest stretch the queue is drained without yielding to the event loop. */
+const DRAIN_SLICE_MS = 5;
+/** Invalid events are logged at most once per source this often (with the suppressed count). */
+const INVALID_LOG_EVERY_MS = 60_000;
 
 export class Intake {
   /** Slots before `head` are cleared (undefined) so drained events can be collected. */
@@ -36,13 +57,26 @@ export class Intake {
   private draining = false;
   private waiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
-  private readonly invalidLogged = new Map<string, number>();
+  private readonly invalidLog: ThrottledLog;
+  private handed = 0;
 
-  constructor(private readonly opts: IntakeOptions) {}
+  constructor(private readonly opts: IntakeOptions) {
+    this.invalidLog = new ThrottledLog(opts.logger, INVALID_LOG_EVERY_MS);
+  }
+
+  /** Sequence number of the last logged event the consumer has taken and settled (0: none). */
+  get handedSeq(): number {
+    return this.handed;
+  }
 
   /** Events waiting. */
   get size(): number {
     return this.queue.length - this.head;
+  }
+
+  /** Queue bound for `offer()` / `offerBatch()`. */
+  get capacity(): number {
+    return this.opts.capacity;
   }
 
   get full(): boolean {
@@ -61,11 +95,57 @@ export class Intake {
     return true;
   }
 
+  /**
+   * Enqueue a whole batch if it fits, else nothing (false). With a write-ahead log the batch is
+   * written (to the page cache, fsync per `wal_fsync_interval`) before this returns; a write
+   * failure throws and nothing is queued.
+   */
+  offerBatch(events: readonly FalcoEvent[], source: SourceName): boolean {
+    if (!this.hasRoom(events.length)) return false;
+    const wal = this.opts.wal;
+    const stamped = wal ? wal.appendBatch(events, source) : undefined;
+    // Counted per kind, once each: a prom-client inc per event costs microseconds, and a batch
+    // of 10k events must not hold the event loop for that long.
+    const kinds = new Map<string, number>();
+    events.forEach((ev, i) => {
+      const kind = kindOfTags(ev.tags);
+      kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+      const r = stamped?.[i];
+      this.queue.push(r ? { ev, source, seq: r.seq, token: r.token } : { ev, source });
+    });
+    for (const [kind, n] of kinds) this.opts.metrics.falcoEvents.inc({ source, kind }, n);
+    this.opts.metrics.intakeDepth.set(this.size);
+    this.startDrain();
+    return true;
+  }
+
   /** Enqueue unconditionally (may exceed capacity; see class comment). */
   push(ev: FalcoEvent, source: SourceName): void {
-    this.opts.metrics.falcoEvents.inc({ source, kind: kindOfTags(ev.tags) });
-    this.queue.push({ ev, source });
+    const wal = this.opts.wal;
+    if (wal) {
+      // Written at the end of this turn of the event loop (one write for a burst of messages).
+      const r = wal.append(ev, source);
+      if (r) {
+        this.enqueue({ ev, source, seq: r.seq, token: r.token });
+        return;
+      }
+    }
+    this.enqueue({ ev, source });
+  }
+
+  /** Enqueue an event read back from the write-ahead log (already logged; counted again). */
+  pushReplayed(rec: WalRecord): void {
+    this.enqueue({ ev: rec.ev, source: rec.source, seq: rec.seq, token: rec.token });
+  }
+
+  private enqueue(item: Item): void {
+    this.opts.metrics.falcoEvents.inc({ source: item.source, kind: kindOfTags(item.ev.tags) });
+    this.queue.push(item);
     this.opts.metrics.intakeDepth.set(this.size);
+    this.startDrain();
+  }
+
+  private startDrain(): void {
     if (!this.draining) {
       this.draining = true;
       setImmediate(() => void this.drain());
@@ -73,23 +153,18 @@ export class Intake {
   }
 
   /**
-   * Count and log an event a source could not normalise. Logged once per distinct reason per
-   * minute so a flood of garbage cannot flood the log.
+   * Count and log an event a source could not normalise. Logged at most once per source per
+   * minute (keyed by source, never by the reason, which quotes input), with the number
+   * suppressed since, so a flood of garbage cannot flood the log or grow a map.
    */
   invalid(source: SourceName, err: unknown, sample?: string): void {
     this.opts.metrics.falcoEvents.inc({ source, kind: 'invalid' });
-    const reason = describeError(err);
-    const key = `${source}:${reason}`;
-    const now = Date.now();
-    const last = this.invalidLogged.get(key);
-    if (last === undefined || now - last > 60_000) {
-      if (this.invalidLogged.size > 1000) this.invalidLogged.clear();
-      this.invalidLogged.set(key, now);
-      this.opts.logger.warn(
-        { source, reason, sample: sample === undefined ? undefined : sample.slice(0, 300) },
-        'invalid falco event',
-      );
-    }
+    this.invalidLog.log(
+      'warn',
+      source,
+      { source, reason: describeError(err).slice(0, 200), sample: sample === undefined ? undefined : sample.slice(0, 120) },
+      'invalid falco event',
+    );
   }
 
   /** Resolves once the queue is below capacity. */
@@ -106,10 +181,14 @@ export class Intake {
 
   private async drain(): Promise<void> {
     let handled = 0;
+    let sliceStart = performance.now();
     try {
       while (this.head < this.queue.length) {
         // Yield now and then so a burst cannot starve the HTTP server and gRPC I/O.
-        if (++handled % 512 === 0) await new Promise<void>((r) => setImmediate(r));
+        if (++handled % 64 === 0 && performance.now() - sliceStart >= DRAIN_SLICE_MS) {
+          await new Promise<void>((r) => setImmediate(r));
+          sliceStart = performance.now();
+        }
         const item = this.queue[this.head];
         this.queue[this.head] = undefined;
         this.head++;
@@ -119,11 +198,15 @@ export class Intake {
           this.head = 0;
         }
         try {
-          const r = this.opts.consumer(item.ev, item.source);
+          const r = this.opts.consumer(item.ev, item.source, item.token);
           if (r !== undefined) await r;
         } catch (err) {
           // The consumer owns its failures; this is a last line of defence, never a crash.
           this.opts.logger.error({ err, rule: item.ev.rule }, 'event consumer failed');
+        }
+        if (item.seq !== undefined) {
+          this.handed = item.seq;
+          this.opts.onHanded?.();
         }
         if (!this.full && this.waiters.length > 0) this.wake();
       }

@@ -1,12 +1,19 @@
 /**
  * SubPoller: keeps one Falco `sub` stream asking for events. Falco's server writes nothing
- * until it reads a request, then writes its whole queue and waits for the next request, so
- * the client has to poll. Owns the one poll timer of a stream; nothing else writes requests.
+ * until it reads a request, then writes its whole queue and reads the next request; a request
+ * that finds the queue empty gets no answer at all. Owns the one poll timer of a stream;
+ * nothing else writes requests.
  */
 import type { Intake } from './intake.js';
 
-/** After a message, a `sub` stream silent this long has finished its burst (Falco's queue ran dry). */
-export const QUIET_MS = 10;
+/**
+ * While messages flow, at most one request per this many ms goes out behind them. Falco reads
+ * it once the burst it is writing is done, so a steady flow never waits for a timer.
+ */
+export const PIPELINE_MS = 2;
+
+/** First idle re-ask after the last message; doubles per silent interval up to the poll interval. */
+export const IDLE_FIRST_MS = 2;
 
 /** The one thing the poller needs from the call: send one empty `request`. */
 export interface RequestWriter {
@@ -14,25 +21,30 @@ export interface RequestWriter {
 }
 
 /**
- * Never more than one timer: a request when the stream opens, one as soon as a burst of
- * messages has gone quiet (ask again at once so a steady flow is not held back), and one
- * whenever nothing arrived for the poll interval. While the Intake is full no request goes
- * out; it waits for room instead.
+ * Pipelined polling: a request when the stream opens; while messages arrive, another request
+ * at most every PIPELINE_MS, so one is always waiting at Falco behind the burst (no empty-answer
+ * gap, no timer on the hot path); once messages stop, re-ask after IDLE_FIRST_MS and back off
+ * by doubling to the poll interval, so an idle Falco is asked about as often as before and a
+ * Falco that went quiet for a moment is asked again within milliseconds. While the Intake is
+ * full no request goes out; it waits for room instead.
  */
 export class SubPoller {
   private timer: NodeJS.Timeout | undefined;
   private due = 0;
   private lastMessageAt = 0;
+  private lastRequestAt = 0;
+  private idleDelay: number;
   private waitingForRoom = false;
   private stopped = false;
-  private readonly quietMs: number;
+  private readonly firstIdleMs: number;
 
   constructor(
     private readonly call: RequestWriter,
     private readonly intake: Intake,
     private readonly intervalMs: number,
   ) {
-    this.quietMs = Math.min(QUIET_MS, intervalMs);
+    this.firstIdleMs = Math.min(IDLE_FIRST_MS, intervalMs);
+    this.idleDelay = this.firstIdleMs;
   }
 
   get running(): boolean {
@@ -44,8 +56,11 @@ export class SubPoller {
   }
 
   onMessage(): void {
-    this.lastMessageAt = Date.now();
-    this.arm(this.quietMs);
+    const now = Date.now();
+    this.lastMessageAt = now;
+    this.idleDelay = this.firstIdleMs;
+    if (now - this.lastRequestAt >= PIPELINE_MS) this.poll();
+    else this.arm(this.idleDelay);
   }
 
   /** No more requests, no timer left behind. Idempotent. */
@@ -68,8 +83,13 @@ export class SubPoller {
   private fire(): void {
     this.timer = undefined;
     const quietFor = Date.now() - this.lastMessageAt;
-    if (quietFor < this.quietMs) this.arm(this.quietMs - quietFor);
-    else this.poll();
+    if (quietFor < this.idleDelay) {
+      // Messages came since this timer was set: the flow's own requests keep it going.
+      this.arm(this.idleDelay - quietFor);
+      return;
+    }
+    this.idleDelay = Math.min(this.idleDelay * 2, this.intervalMs);
+    this.poll();
   }
 
   private poll(): void {
@@ -85,6 +105,7 @@ export class SubPoller {
       return;
     }
     this.call.write({});
-    this.arm(this.intervalMs);
+    this.lastRequestAt = Date.now();
+    this.arm(this.idleDelay);
   }
 }

@@ -13,7 +13,10 @@
 export interface ObserveResult {
   /** True when the environment had not seen the IP within the retention. */
   isNew: boolean;
-  /** When the environment first saw the IP (ms, the observer's wall clock). */
+  /**
+   * When the environment first saw the IP (ms, the observer's wall clock): exact when `isNew`;
+   * for a known IP the Redis store keeps it to the minute.
+   */
   firstSeenAt: number;
 }
 
@@ -54,12 +57,14 @@ export interface DecideOptions {
 }
 
 export interface FirstSeenStore {
-  /** Observe one IP (see the module comment for the clock). */
-  observe(environment: string, ip: string, timeMs: number, retentionMs: number): Promise<ObserveResult>;
   /** Observe many IPs and claim dedupe keys in one atomic round trip; results in item order. */
   decide(environment: string, items: readonly DecideItem[], options: DecideOptions): Promise<DecideBatch>;
   /** Claim one (session, IP) dedupe key; true when this caller got it (or already held it with `token`). */
   claim(environment: string, sessionId: string, ip: string, token: string, ttlMs: number): Promise<boolean>;
-  /** Drop IPs unseen since `nowMs - retentionMs`; returns the size of the set afterwards. */
+  /**
+   * Drop IPs unseen since `nowMs - retentionMs`; returns the size of the set afterwards. The
+   * Redis store sweeps its buckets at most as often as the set's size warrants and, while
+   * another daemon sweeps, returns the size the last sweep found.
+   */
   maintain(environment: string, nowMs: number, retentionMs: number): Promise<number>;
 }

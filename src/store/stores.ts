@@ -13,6 +13,8 @@ import { MemoryFirstSeenStore } from './memory/first-seen.js';
 import { RedisBuildSessionStore } from './redis/build-sessions.js';
 import { createRedisClient, waitReady, type RedisClient } from './redis/connection.js';
 import { RedisFirstSeenStore } from './redis/first-seen.js';
+import { legacyKeys } from './redis/keys.js';
+import { migrateLegacy } from './redis/migrate.js';
 
 export interface Stores {
   readonly kind: 'redis' | 'memory';
@@ -26,8 +28,12 @@ export interface Stores {
 
 /** How long start-up waits for Redis before carrying on not-ready (events are buffered). */
 const STARTUP_WAIT_MS = 2_000;
-/** The in-memory first-seen set never holds fewer IPs than this, whatever the cache size. */
-const MIN_MEMORY_IPS = 10_000;
+/**
+ * The in-memory first-seen set's bound (about 100 MB). It is its own bound, not
+ * `known_ip_cache_size` (the correlator's cache in front of the store): forgetting an IP makes
+ * it new again, so this is set far above what one host contacts within a retention.
+ */
+export const MEMORY_MAX_IPS = 1_000_000;
 
 export async function createStores(
   cfg: Config,
@@ -52,11 +58,11 @@ export async function createStores(
   } catch (err) {
     deps.logger.warn({ err: describeError(err) }, 'redis not reachable at start; buffering until it is');
   }
-  return new RedisStores(client, cfg.redisPrefix);
+  return new RedisStores(client, cfg.redisPrefix, cfg.knownIpBuckets, deps.logger);
 }
 
 export function memoryStores(cfg: Config, now?: () => number): Stores {
-  const firstSeen = new MemoryFirstSeenStore(Math.max(cfg.knownIpCacheSize, MIN_MEMORY_IPS));
+  const firstSeen = new MemoryFirstSeenStore(MEMORY_MAX_IPS);
   const sessions = new MemoryBuildSessionStore(cfg.maxSessions, now);
   return {
     kind: 'memory',
@@ -76,9 +82,12 @@ class RedisStores implements Stores {
   constructor(
     private readonly client: RedisClient,
     prefix: string,
+    buckets: number,
+    logger: Logger,
   ) {
-    this.firstSeen = new RedisFirstSeenStore(client, prefix);
-    this.sessions = new RedisBuildSessionStore(client, prefix);
+    const firstSeen = new RedisFirstSeenStore(client, prefix, { buckets, warn: (fields, msg) => logger.warn(fields, msg) });
+    this.firstSeen = firstSeen;
+    this.sessions = new RedisBuildSessionStore(client, prefix, firstSeen.layouts);
   }
 
   redisUp(): boolean {
@@ -94,5 +103,41 @@ class RedisStores implements Stores {
       }
     })();
     return this.closing;
+  }
+}
+
+/**
+ * `t1612d migrate`: move the environment's known-IP set from the first layout (one hash tag)
+ * into the sharded buckets now, instead of leaving it to the daemons' maintenance. Safe while
+ * daemons run (they read both layouts until it is done); waits while another holds the lock.
+ */
+export async function migrateKnownIps(
+  cfg: Config,
+  deps: { logger: Logger; progress?: (moved: number, expired: number) => void; now?: () => number },
+): Promise<{ moved: number; expired: number; buckets: number }> {
+  if (!cfg.redisUrl && cfg.redisClusterNodes.length === 0) throw new Error('migrate needs redis_url or redis_cluster_nodes');
+  const client = createRedisClient({ url: cfg.redisUrl, clusterNodes: cfg.redisClusterNodes, name: 't1612d-migrate', logger: deps.logger });
+  try {
+    await waitReady(client, 10_000);
+    const store = new RedisFirstSeenStore(client, cfg.redisPrefix, { buckets: cfg.knownIpBuckets, warn: (f, m) => deps.logger.warn(f, m) });
+    const layout = await store.layouts.get(cfg.environment);
+    const total = { moved: 0, expired: 0, buckets: layout.buckets };
+    while (layout.legacy) {
+      const now = (deps.now ?? Date.now)();
+      const r = await migrateLegacy(client, cfg.redisPrefix, layout, {
+        nowMs: now,
+        retentionMs: cfg.firstSeenRetentionMs,
+        owner: `t1612d-migrate-${process.pid}`,
+        progress: (m, e) => deps.progress?.(total.moved + m, total.expired + e),
+      });
+      total.moved += r.moved;
+      total.expired += r.expired;
+      // Another daemon holds the lock: it is migrating; wait for it to finish (or the lock to lapse).
+      if (!r.ran) await new Promise((res) => setTimeout(res, 500));
+      if (!r.ran || layout.legacy) layout.legacy = (await client.exists(legacyKeys(cfg.redisPrefix, cfg.environment).known)) === 1;
+    }
+    return total;
+  } finally {
+    client.disconnect();
   }
 }

@@ -35,14 +35,18 @@ export function strings(v: unknown, what: string): string[] {
 
 /**
  * Compose variable interpolation as `docker compose` does it for the forms these files use:
- * `${VAR}`, `${VAR:-default}`, `${VAR-default}` and `$$`. `env` stands for the shell plus .env.
+ * `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}` (fails when unset or empty,
+ * as compose refuses to start) and `$$`. `env` stands for the shell plus .env.
  */
 export function interpolate(text: string, env: Record<string, string> = {}): string {
-  return text.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}/g, (whole, name?: string, op?: string, def?: string) => {
+  return text.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}/g, (whole, name?: string, op?: string, def?: string) => {
     if (whole === '$$') return '$';
     const value = env[name ?? ''];
     if (op === ':-') return value === undefined || value === '' ? (def ?? '') : value;
     if (op === '-') return value === undefined ? (def ?? '') : value;
+    if ((op === ':?' && (value === undefined || value === '')) || (op === '?' && value === undefined)) {
+      throw new Error(`required variable ${name} is missing a value: ${def ?? ''}`);
+    }
     return value ?? '';
   });
 }

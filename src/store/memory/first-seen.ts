@@ -64,10 +64,6 @@ export class MemoryFirstSeenStore implements FirstSeenStore {
     return true;
   }
 
-  async observe(environment: string, ip: string, timeMs: number, retentionMs: number): Promise<ObserveResult> {
-    return this.observeOne(this.env(environment), ip, timeMs, retentionMs, '');
-  }
-
   async decide(environment: string, items: readonly DecideItem[], o: DecideOptions): Promise<DecideBatch> {
     const e = this.env(environment);
     let start = -1;
