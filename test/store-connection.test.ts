@@ -214,7 +214,8 @@ describe('redis build-session layout', () => {
     try {
       const long = `${'h'.repeat(260)}`;
       await s.sessions.write('e', [{ host: long, upsert: [rec('a', long)], remove: [], remote: { peer: '198.51.100.1:1', timeMs: T0 } }], 60_000);
-      const key = `{${prefix}:e}:sessions:${'h'.repeat(253)}`;
+      const key = envKeys(prefix, 'e').sessions('h'.repeat(253));
+      assert.equal(envKeys(prefix, 'e').sessions(long), key);
       assert.deepEqual(Object.keys(await raw.hgetall(key)).sort(), ['a', '~remote']);
       assert.equal((await s.sessions.load('e', [long])).get(long)?.sessions[0]?.id, 'a');
       // A record whose host is not the key's host (written by something else) is not loaded.
