@@ -171,19 +171,19 @@ for (const kind of ['memory', 'redis'] as const) {
     });
 
     it('a dedupe key lives for its TTL, then the (session, IP) can be claimed again', async () => {
-      assert.equal(await stores.firstSeen.claim(env, 's1', '203.0.113.20', 'a', 150), true);
-      assert.equal(await stores.firstSeen.claim(env, 's1', '203.0.113.20', 'b', 150), false);
-      assert.equal(await stores.firstSeen.claim(env, 's1', '203.0.113.20', '', 150), false, 'an empty token never matches');
+      assert.equal(await stores.firstSeen.claim(env, 's1', '203.0.113.20', 'a', 1_000), true);
+      assert.equal(await stores.firstSeen.claim(env, 's1', '203.0.113.20', 'b', 1_000), false);
+      assert.equal(await stores.firstSeen.claim(env, 's1', '203.0.113.20', '', 1_000), false, 'an empty token never matches');
       await waitFor('the dedupe key to expire', async () => stores.firstSeen.claim(env, 's1', '203.0.113.20', 'b', 60_000));
       assert.equal(await stores.firstSeen.claim(env, 's1', '203.0.113.20', 'c', 60_000), false);
     });
 
     it('decide() claims with the given TTL; an expired claim of a re-decided IP is claimed again', async () => {
-      const r = await stores.firstSeen.decide(env, [item('203.0.113.21', T0, 'tok', 's9')], opts(T0, { claimTtlMs: 150 }));
+      const r = await stores.firstSeen.decide(env, [item('203.0.113.21', T0, 'tok', 's9')], opts(T0, { claimTtlMs: 1_000 }));
       assert.equal(r.results[0]?.claimed, true);
       assert.equal(await stores.firstSeen.claim(env, 's9', '203.0.113.21', 'other', 60_000), false);
       // The same decision retried gets its claim back.
-      const retry = await stores.firstSeen.decide(env, [item('203.0.113.21', T0, 'tok', 's9')], opts(T0, { claimTtlMs: 150 }));
+      const retry = await stores.firstSeen.decide(env, [item('203.0.113.21', T0, 'tok', 's9')], opts(T0, { claimTtlMs: 1_000 }));
       assert.equal(retry.results[0]?.claimed, true);
       await waitFor('the claim to expire', async () => stores.firstSeen.claim(env, 's9', '203.0.113.21', 'later', 60_000));
     });
@@ -266,10 +266,10 @@ for (const kind of ['memory', 'redis'] as const) {
     });
 
     it('build sessions expire a TTL after the host\'s last write', async () => {
-      await stores.sessions.write(env, [{ host: 'h1', upsert: [record('a', 'h1', T0)], remove: [] }], 150);
+      await stores.sessions.write(env, [{ host: 'h1', upsert: [record('a', 'h1', T0)], remove: [] }], 1_000);
       if (raw) {
         const ttl = await raw.pttl(envKeys(prefix, env).sessions('h1'));
-        assert.ok(ttl > 0 && ttl <= 150, `PTTL ${ttl}`);
+        assert.ok(ttl > 0 && ttl <= 1_000, `PTTL ${ttl}`);
       }
       assert.equal((await stores.sessions.load(env, ['h1'])).size, 1);
       await waitFor('the host\'s sessions to expire', async () => (await stores.sessions.load(env, ['h1'])).size === 0);
