@@ -436,7 +436,7 @@ describe('attribution edges', () => {
     ]) {
       const t = table();
       t.applyBuild(s);
-      assert.equal(attribute(sig, t.openAt(H, T + 1_000), on), null, s.proc.cmdline ?? '');
+      assert.equal(attribute(sig, t.openAt(H, T + 1_000), on, { startedAt: T + 500 }), null, s.proc.cmdline ?? '');
     }
     const t = table();
     t.applyBuild(classicCli(T, '100'));
