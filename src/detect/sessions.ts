@@ -174,6 +174,8 @@ export class SessionTable {
     const t = sig.timeMs;
     h.latest = Math.max(h.latest, t);
     this.prune(sig.host, h);
+    // Pruning may have dropped the host (nothing left on it); what this signal opens is kept.
+    if (!this.hosts.has(sig.host)) this.hosts.set(sig.host, h);
     if (sig.activity === 'api') {
       if (sig.remotePeer === null) return null;
       if (!h.remote || h.remote.timeMs <= t) {
