@@ -18,7 +18,7 @@ import { fromFalcoJson, type FalcoEvent } from '../src/model/event.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { createStores } from '../src/store/stores.js';
-import { demoScript, renderScript } from '../src/demo/script.js';
+import { templates } from './events.js';
 import { TestRedis } from '../test/support/redis.js';
 
 const logger = silentLogger();
@@ -28,25 +28,6 @@ function config(overrides: Partial<Config>): Config {
     env: {},
     overrides: { falcoGrpcAddress: '', httpAddress: '', logLevel: 'silent', ...overrides },
   });
-}
-
-type Templates = { trigger: Record<string, unknown>; step: Record<string, unknown>; egress: Record<string, unknown> };
-
-/** Template events from the demo script: [build trigger, build step, egress from the step]. */
-async function templates(): Promise<Templates> {
-  const script = demoScript();
-  const rendered = await renderScript(BigInt(Date.now()) * 1_000_000n, script);
-  const pick = (rule: string, host: string): Record<string, unknown> => {
-    const i = script.findIndex((e) => e.rule === rule && e.hostname === host);
-    const ev = rendered[i];
-    if (!ev) throw new Error(`no ${rule} in the demo script`);
-    return ev;
-  };
-  return {
-    trigger: pick('T1612 Image Build Command Executed', 'ci-build-01'),
-    step: pick('T1612 Builder Runtime Started', 'ci-build-01'),
-    egress: pick('T1612 Build Step Outbound Connection', 'ci-build-01'),
-  };
 }
 
 function withChanges(tpl: Record<string, unknown>, host: string, fields: Record<string, unknown>, timeMs: number): FalcoEvent {
