@@ -250,4 +250,42 @@ describe('classify edges', () => {
     assert.equal(classifyEgress(ev({}, ['t1612_egress']), 'h'), null);
     assert.equal(classify(ev({}, ['t1612_build']), 'fallback')?.host, 'h');
   });
+
+  it('more edges: number syntax, deep ancestry, quotes inside references, -o values, commit flags, shells', () => {
+    assert.equal(b({ 'proc.pid': '1e3' }).proc.pid, null);
+    const deep = b({ 'proc.apid[2]': '20', 'proc.aname[6]': 'init' }).proc;
+    assert.deepEqual(deep.ancestorPids, [20], 'an unknown parent pid is left out');
+    assert.equal(deep.ancestorNames[5], 'init');
+    assert.deepEqual(imagesFromCmdline(`docker build -t app"x -t 'a'b' .`), []);
+    assert.deepEqual(imagesFromCmdline(' /kaniko/executor -d reg.io/x:1'), ['reg.io/x:1']);
+    assert.deepEqual(imagesFromCmdline('buildctl build --output name=x,type=image'), ['x']);
+    assert.deepEqual(imagesFromCmdline('buildctl build --output type=image,name=a,bb'), ['a', 'bb']);
+    assert.deepEqual(imagesFromCmdline('docker commit --pause c1'), []);
+
+    const act = (f: Fields): string => b(f).activity;
+    assert.equal(act({ 'proc.name': 'runc', 'proc.pname': 'dockerd' }), 'step');
+    assert.equal(act({ 'proc.name': 'docker', 'proc.cmdline': 'docker commit' }), 'commit');
+    assert.equal(b({ 'proc.name': 'docker', 'proc.cmdline': 'docker commit c1 app:1' }).engine, 'docker');
+    assert.equal(b({ 'proc.name': 'docker', 'proc.cmdline': 'DOCKER_BUILDKIT=1 docker commit c1 app:1' }).dockerBuilder, null, 'a commit is no builder hint');
+    assert.equal(b({ 'proc.name': 'docker', 'proc.cmdline': 'docker build .', 'proc.pcmdline': 'env DOCKER_BUILDKIT=0' }).dockerBuilder, 'classic');
+    assert.equal(b({ 'proc.name': 'docker', 'proc.cmdline': 'DOCKER_BUILDKIT=1 docker build .' }).dockerBuilder, 'buildkit');
+    assert.equal(b({ 'proc.name': 'docker', 'proc.cmdline': 'docker buildx' }).dockerBuilder, 'buildkit');
+    assert.equal(b({ 'proc.name': 'docker', 'proc.cmdline': 'docker -H http://192.0.2.1:2375 build .' }).localClient, false);
+
+    const bare = { 'container.id': 'abcdefabcdef', 'container.image': 'sha256:abcdefabcdef', 'proc.name': 'sh' };
+    assert.equal(b({ ...bare, 'proc.pname': 'containerd-shim-runc-v2' }).engine, 'docker');
+    assert.equal(b({ ...bare, 'proc.pname': 'runc' }).engine, null, 'only a shim container from a bare image is a classic step');
+
+    const shim = 'containerd-shim-runc-v2';
+    const c = { 'container.id': 'abcdefabcdef' };
+    for (const sh of ['ash', 'dash']) {
+      assert.equal(e({ ...c, 'proc.name': sh, 'proc.pname': shim, 'proc.cmdline': `${sh} -c wget x` }).classicCandidate, true, sh);
+    }
+    assert.equal(e({ ...c, 'proc.name': 'wget', 'proc.pname': 'sh', 'proc.aname[2]': shim, 'proc.pcmdline': 'busybox sh -c wget x' }).classicCandidate, false);
+    const bareStep = e({ ...c, 'container.image': 'sha256:abcdefabcdef', 'proc.name': 'sh', 'proc.pname': shim, 'proc.cmdline': 'sh -c wget x' });
+    assert.deepEqual([bareStep.step, bareStep.classicCandidate], ['image-id', false], 'proven already, not a candidate');
+    // Docker-in-Docker: dockerd started by `sh -c` in a shim container pulls as a builder.
+    const dind = e({ ...c, 'proc.name': 'dockerd', 'proc.pname': 'sh', 'proc.aname[2]': shim, 'proc.pcmdline': 'sh -c dockerd' });
+    assert.deepEqual([dind.builderOwn, dind.classicCandidate], [true, false]);
+  });
 });
