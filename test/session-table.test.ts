@@ -456,3 +456,24 @@ describe('attribution edges', () => {
     assert.equal(attribute(img, [], on), null, 'nothing open');
   });
 });
+
+describe('session table: step egress and hosts without builds', () => {
+  it('a host that only remembers an accept holds no session', () => {
+    const t = table();
+    t.applyBuild(accept(T));
+    assert.equal(t.hasAny(H), false);
+    assert.equal(t.size, 0);
+  });
+
+  it("a step egress says BuildKit only with a cgroup of dockerd's, and keeps a classic build classic", () => {
+    const noCgroup = table().applyStepEgress(egress(T, { 'proc.name': 'curl', 'proc.pname': 'runc', 'proc.aname[2]': 'dockerd' }));
+    assert.deepEqual([noCgroup.engine, noCgroup.dockerBuilder], ['docker', null]);
+    const standalone = table().applyStepEgress(egress(T, { 'proc.name': 'curl', 'proc.pname': 'runc', 'proc.aname[2]': 'buildkitd', 'thread.cgroups': 'cpu=/buildkit/abcabcabc' }));
+    assert.deepEqual([standalone.engine, standalone.dockerBuilder], ['buildkitd', null]);
+    const t = table();
+    const s = t.applyBuild(build(T, { 'proc.name': 'docker', 'proc.pid': '100', 'proc.cmdline': 'docker build .', 'proc.pcmdline': 'sh -c DOCKER_BUILDKIT=0 docker build .' }))!;
+    assert.equal(s.dockerBuilder, 'classic');
+    assert.equal(t.applyStepEgress(egress(T + 1, { 'proc.name': 'curl', 'proc.ppid': '100', 'proc.pname': 'runc', 'proc.aname[2]': 'dockerd' })).id, s.id);
+    assert.equal(s.dockerBuilder, 'classic');
+  });
+});
