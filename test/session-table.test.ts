@@ -7,6 +7,7 @@ import { REMOTE_LINK_MS, SessionTable, remoteLinkMs } from '../src/detect/sessio
 import { attribute } from '../src/detect/attribution.js';
 import type { FalcoEvent } from '../src/model/event.js';
 import type { SessionRecord } from '../src/model/session.js';
+import { sessionRecord } from './support/records.js';
 
 const WINDOW = 15 * 60_000;
 const SKEW = 30_000;
@@ -224,25 +225,8 @@ describe('session table: which build a step joins', () => {
 
 describe('session table: store hand-over, pruning, eviction', () => {
   function rec(over: Partial<SessionRecord>): SessionRecord {
-    return {
-      id: 'x',
-      host: H,
-      startedAt: T,
-      lastActivity: T,
-      remotePeer: null,
-      trigger: { rule: 'stored', proc_name: 'docker', cmdline: null, user: null, container_id: null, remote_peer: null },
-      evidence: [],
-      pids: [],
-      cgroups: [],
-      containers: [],
-      images: [],
-      imageRefs: [],
-      engine: null,
-      expected: false,
-      dockerBuilder: null,
-      localClient: false,
-      ...over,
-    };
+    const trigger = { rule: 'stored', proc_name: 'docker', cmdline: null, user: null, container_id: null, remote_peer: null };
+    return sessionRecord({ host: H, startedAt: T, lastActivity: T, trigger, ...over });
   }
 
   it('merge: a stored record sharing a key takes over when older, and its facts join the local session', () => {

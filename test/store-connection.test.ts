@@ -11,6 +11,7 @@ import { createStores, memoryStores } from '../src/store/stores.js';
 import { createRedisClient, waitReady } from '../src/store/redis/connection.js';
 import { envKeys } from '../src/store/redis/keys.js';
 import type { SessionRecord } from '../src/model/session.js';
+import { sessionRecord } from './support/records.js';
 import { TestRedis, freePort, spawnRedisServer } from './support/redis.js';
 import { TestRedisCluster } from './support/redis-cluster.js';
 import { testConfig } from './support/scenarios.js';
@@ -188,24 +189,7 @@ describe('redis build-session layout', () => {
   });
 
   function rec(id: string, host: string): SessionRecord {
-    return {
-      id,
-      host,
-      startedAt: T0,
-      lastActivity: T0,
-      remotePeer: null,
-      trigger: { rule: 'r', proc_name: 'docker', cmdline: null, user: null, container_id: null, remote_peer: null },
-      evidence: [],
-      pids: [1],
-      cgroups: [],
-      containers: [],
-      images: [],
-      imageRefs: [],
-      engine: 'docker',
-      expected: false,
-      dockerBuilder: null,
-      localClient: false,
-    };
+    return sessionRecord({ id, host, startedAt: T0, pids: [1], engine: 'docker' });
   }
 
   it('one hash per host, the remote accept in field ~remote, host names cut at 253 characters; foreign records are ignored', async () => {

@@ -11,6 +11,7 @@ import { MemoryFirstSeenStore } from '../src/store/memory/first-seen.js';
 import { MemoryBuildSessionStore } from '../src/store/memory/build-sessions.js';
 import { envKeys } from '../src/store/redis/keys.js';
 import type { SessionRecord } from '../src/model/session.js';
+import { sessionRecord } from './support/records.js';
 import { TestRedis, freePort } from './support/redis.js';
 import { testConfig } from './support/scenarios.js';
 import { waitFor } from './support/wait.js';
@@ -29,25 +30,8 @@ function item(ip: string, eventTimeMs: number, token: string, claim: string | nu
 }
 
 function record(id: string, host: string, t: number, extra: Partial<SessionRecord> = {}): SessionRecord {
-  return {
-    id,
-    host,
-    startedAt: t,
-    lastActivity: t,
-    remotePeer: null,
-    trigger: { rule: 'r', proc_name: 'docker', cmdline: 'docker build .', user: 'root', container_id: null, remote_peer: null },
-    evidence: [],
-    pids: [100],
-    cgroups: [],
-    containers: [],
-    images: [],
-    imageRefs: [],
-    engine: 'docker',
-    expected: false,
-    dockerBuilder: null,
-    localClient: true,
-    ...extra,
-  };
+  const trigger = { rule: 'r', proc_name: 'docker', cmdline: 'docker build .', user: 'root', container_id: null, remote_peer: null };
+  return sessionRecord({ id, host, startedAt: t, trigger, pids: [100], engine: 'docker', localClient: true, ...extra });
 }
 
 for (const kind of ['memory', 'redis'] as const) {
