@@ -1,6 +1,6 @@
 // Normalisation of Falco JSON alerts and the big-integer-preserving JSON parser.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { InvalidEventError } from '../src/model/errors.js';
 import {
   eventTimeMs,
@@ -10,6 +10,7 @@ import {
   fromGrpcResponse,
   kindOfTags,
   parseIsoNs,
+  parseEventText,
   parseJsonPreservingBigInts,
 } from '../src/model/event.js';
 
@@ -241,5 +242,71 @@ describe('parseJsonPreservingBigInts', () => {
     assert.equal(e.fields['evt.time'], '1685022245478445995');
     assert.equal(e.fields['proc.pid'], '7');
     assert.equal(BigInt(e.fields['evt.time'] as string), e.timeNs);
+  });
+});
+
+describe('parseEventText (the ingest fast path)', () => {
+  const CAPTURES = new URL('./fixtures/falco-captures/', import.meta.url);
+  const captureLines = (): string[] =>
+    readdirSync(CAPTURES)
+      .filter((f) => f.endsWith('.jsonl'))
+      .flatMap((f) => readFileSync(new URL(f, CAPTURES), 'utf8').split('\n'))
+      .filter((l) => l.trim() !== '');
+  const head = '"time":"2023-05-25T13:44:05.478445995Z","rule":"r","priority":"Notice"';
+  const tricky = [
+    // Falco's own shape: evt.time a bare 19-digit number.
+    `{${head},"output_fields":{"evt.time":1685022245478445995,"proc.pid":7}}`,
+    // The same key at the top level too: found twice, so the exact slow path.
+    `{"evt.time":"x",${head},"output_fields":{"evt.time":1685022245478445995}}`,
+    // The key text inside a string value is escaped, so it is no key.
+    `{${head},"output":"\\"evt.time\\":1685022245478445996","output_fields":{"evt.time":1685022245478445995}}`,
+    // A key that ends in the same text, holding a number that rounds to the same double.
+    `{${head},"output_fields":{"x\\"evt.time":1685022245478445996,"evt.time":1685022245478445995}}`,
+    // A duplicate key: JSON.parse keeps the last.
+    `{${head},"output_fields":{"evt.time":1685022245478445996,"evt.time":1685022245478445995}}`,
+    // Nested values, arrays, tags and top-level numbers that could hide big integers.
+    `{${head},"output_fields":{"obj":{"n":1685022245478445995},"arr":[12345678901234567890]}}`,
+    `{${head},"tags":[1234567890123456789],"output_fields":{}}`,
+    `{${head},"extra":1234567890123456789,"output_fields":{}}`,
+    `[{${head},"output_fields":{"evt.time":1685022245478445995}},{${head}}]`,
+    '1234567890123456789',
+    // Floats, exponents, safe 16-digit integers, negatives, spacing, escaped keys.
+    `{${head},"output_fields":{"f":1.5e20,"e":1234567890123456789e2,"safe":1000000000000001,"neg":-12345678901234567890}}`,
+    `{${head},"output_fields":{"evt.time" : 1685022245478445995}}`,
+    `{${head},"output_fields":{"evt\\u002etime":1685022245478445995}}`,
+    `{${head},"output_fields":{"__proto__":1685022245478445995,"a":1}}`,
+    `{${head},"output_fields":{"a":"1685022245478445995","b":null,"c":true,"d":-0,"e":7}}`,
+  ];
+
+  it('gives exactly what the exact parser gives, on real captures and on tricky texts', () => {
+    const lines = [...captureLines(), ...tricky];
+    assert.ok(lines.length > 80);
+    for (const text of lines) assert.deepEqual(parseEventText(text), parseJsonPreservingBigInts(text), text);
+  });
+
+  it('keeps every big integer exact where it is read back from the text', () => {
+    const v = parseEventText(tricky[3] as string) as { output_fields: Record<string, unknown> };
+    assert.equal(v.output_fields['evt.time'], '1685022245478445995');
+    assert.equal(v.output_fields['x"evt.time'], '1685022245478445996');
+    const w = parseEventText(tricky[10] as string) as { output_fields: Record<string, unknown> };
+    assert.equal(w.output_fields['neg'], '-12345678901234567890');
+    assert.equal(w.output_fields['safe'], '1000000000000001');
+  });
+
+  it('normalises a parsed event in place to the same event as a copy', () => {
+    for (const text of captureLines().slice(0, 40)) {
+      const copy = fromFalcoJson(parseJsonPreservingBigInts(text));
+      const inPlace = fromFalcoJson(parseEventText(text), true);
+      assert.deepEqual(inPlace, copy);
+    }
+    // A refused event is left as it came.
+    const raw = JSON.parse(`{${head},"output_fields":{"a":7,"${'k'.repeat(300)}":1}}`) as { output_fields: Record<string, unknown> };
+    assert.throws(() => fromFalcoJson(raw, true), InvalidEventError);
+    assert.equal(raw.output_fields['a'], 7);
+  });
+
+  it('still rejects invalid JSON', () => {
+    assert.throws(() => parseEventText('{"a":1234567890123456789'), SyntaxError);
+    assert.throws(() => parseEventText('{"a": 01234567890123456789}'), SyntaxError);
   });
 });

@@ -130,26 +130,39 @@ function normaliseValue(v: unknown): FieldValue {
   throw new InvalidEventError(`an output_fields value has unsupported type ${typeof v}`);
 }
 
-function normaliseFields(raw: unknown): Record<string, FieldValue> {
+function normaliseFields(raw: unknown, owned: boolean): Record<string, FieldValue> {
   if (raw === undefined || raw === null) return {};
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new InvalidEventError('output_fields must be an object of field: value');
   }
-  const entries = Object.entries(raw as Record<string, unknown>);
-  if (entries.length > EVENT_LIMITS.fields) {
-    throw new InvalidEventError(`output_fields has ${entries.length} entries, over the limit of ${EVENT_LIMITS.fields}`);
-  }
-  const out: Record<string, FieldValue> = {};
-  for (const [k, v] of entries) {
-    // Assigning `__proto__` would go through the prototype setter (JSON `null` there would
-    // strip the object's prototype); no Falco field has that name.
-    if (k === '__proto__') continue;
+  const src = raw as Record<string, unknown>;
+  // Checked before anything is changed, so a refused event is left as it came.
+  let count = 0;
+  for (const k in src) {
+    if (!Object.hasOwn(src, k)) continue;
+    count++;
     if (k.length > EVENT_LIMITS.fieldKey) {
       throw new InvalidEventError(`an output_fields key is over the limit of ${EVENT_LIMITS.fieldKey} characters`);
     }
-    out[k] = normaliseValue(v);
   }
-  return out;
+  if (count > EVENT_LIMITS.fields) {
+    throw new InvalidEventError(`output_fields has ${count} entries, over the limit of ${EVENT_LIMITS.fields}`);
+  }
+  // A freshly parsed object nobody else holds is normalised where it lies (no copy).
+  const out: Record<string, unknown> = owned ? src : {};
+  for (const k in src) {
+    if (!Object.hasOwn(src, k)) continue;
+    // Assigning `__proto__` would go through the prototype setter (JSON `null` there would
+    // strip the object's prototype); no Falco field has that name.
+    if (k === '__proto__') {
+      if (owned) delete out[k];
+      continue;
+    }
+    const v = src[k];
+    const n = normaliseValue(v);
+    if (n !== v || !owned) out[k] = n;
+  }
+  return out as Record<string, FieldValue>;
 }
 
 function normalisePriority(raw: unknown): Priority {
@@ -217,9 +230,10 @@ export function parseIsoNs(text: string): bigint | undefined {
 
 /**
  * Normalise a parsed Falco JSON alert (json_output / http_output / file_output body).
- * Throws InvalidEventError with the reason when it is not a Falco event.
+ * Throws InvalidEventError with the reason when it is not a Falco event. `owned`: the value was
+ * just parsed and nobody else holds it, so its `output_fields` are normalised in place.
  */
-export function fromFalcoJson(raw: unknown): FalcoEvent {
+export function fromFalcoJson(raw: unknown, owned = false): FalcoEvent {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new InvalidEventError('event must be a JSON object');
   }
@@ -236,7 +250,7 @@ export function fromFalcoJson(raw: unknown): FalcoEvent {
     hostname: optString(o['hostname'], 'hostname', EVENT_LIMITS.hostname),
     tags: normaliseTags(o['tags']),
     output: optString(o['output'], 'output', EVENT_LIMITS.output, true),
-    fields: normaliseFields(o['output_fields']),
+    fields: normaliseFields(o['output_fields'], owned),
   };
 }
 
@@ -305,7 +319,7 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
     hostname: optString(r.hostname, 'hostname', EVENT_LIMITS.hostname),
     tags: normaliseTags(r.tags ?? []),
     output: optString(plainOutput(r.output ?? ''), 'output', EVENT_LIMITS.output, true),
-    fields: normaliseFields(r.output_fields ?? {}),
+    fields: normaliseFields(r.output_fields ?? {}, false),
   };
 }
 
@@ -362,6 +376,74 @@ export function fromGrpcParts(p: GrpcParts): FalcoEvent {
     output: optString(plainOutput(p.output), 'output', EVENT_LIMITS.output, true),
     fields: p.fields,
   };
+}
+
+/** Integers from here on have 16+ digits: parseJsonPreservingBigInts keeps them as text. */
+const BIG_DIGITS = 1e15;
+
+function isBigInteger(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && Math.abs(v) >= BIG_DIGITS;
+}
+
+/**
+ * The exact digits of the `output_fields` number under `key`, read back from the text, or
+ * undefined when they cannot be found without doubt: the key must occur once in the whole text,
+ * as a key (a quote inside a string is always escaped, so an unescaped `"key":` is a key), with
+ * a plain integer after it that parses to the same double.
+ */
+function digitsOf(text: string, key: string, v: number): string | undefined {
+  const needle = `${JSON.stringify(key)}:`;
+  const at = text.indexOf(needle);
+  if (at <= 0 || text.charCodeAt(at - 1) === 92 /* \ */ || text.indexOf(needle, at + 1) >= 0) return undefined;
+  let i = at + needle.length;
+  const start = i;
+  if (text.charCodeAt(i) === 45 /* - */) i++;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c < 48 || c > 57) break;
+    i++;
+  }
+  const next = text.charCodeAt(i);
+  if (next === 46 /* . */ || next === 101 /* e */ || next === 69 /* E */) return undefined;
+  const digits = text.slice(start, i);
+  return Number(digits) === v ? digits : undefined;
+}
+
+/**
+ * Parse one JSON text: the same value as parseJsonPreservingBigInts, at the cost of one
+ * JSON.parse for what Falco sends. A Falco event's only big integers are `output_fields`
+ * numbers (`evt.time` in ns); those are read back exactly from the text. Anything else shaped
+ * so that a big integer could hide in it (arrays, nested objects, big top-level numbers, a key
+ * that occurs twice) takes the exact slow path.
+ */
+export function parseEventText(text: string): unknown {
+  const value: unknown = JSON.parse(text);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return /\d{16}/.test(text) ? parseJsonPreservingBigInts(text) : value;
+  }
+  const o = value as Record<string, unknown>;
+  for (const k in o) {
+    const v = o[k];
+    if (isBigInteger(v)) return parseJsonPreservingBigInts(text);
+    if (typeof v !== 'object' || v === null) continue;
+    if (k === 'tags' && Array.isArray(v) && v.every((t) => typeof t === 'string')) continue;
+    if (k !== 'output_fields' || Array.isArray(v)) return parseJsonPreservingBigInts(text);
+    const fields = v as Record<string, unknown>;
+    for (const f in fields) {
+      const x = fields[f];
+      if (typeof x === 'object' && x !== null) return parseJsonPreservingBigInts(text);
+      if (isBigInteger(x)) {
+        if (Number.isSafeInteger(x)) {
+          fields[f] = String(x);
+          continue;
+        }
+        const digits = digitsOf(text, f, x);
+        if (digits === undefined) return parseJsonPreservingBigInts(text);
+        fields[f] = digits;
+      }
+    }
+  }
+  return value;
 }
 
 /**

@@ -14,7 +14,7 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describeError, InvalidEventError } from '../model/errors.js';
-import { fromFalcoJson, parseJsonPreservingBigInts, type FalcoEvent } from '../model/event.js';
+import { fromFalcoJson, parseEventText, type FalcoEvent } from '../model/event.js';
 
 /** An item of a body that could not be normalised, with a short sample for the log. */
 export interface InvalidItem {
@@ -64,12 +64,12 @@ function toInvalidEventError(err: unknown): InvalidEventError {
   return err instanceof InvalidEventError ? err : new InvalidEventError(oneLine(describeError(err)), { cause: err });
 }
 
-/** Normalise an already parsed value: an event, or an array of events. */
+/** Normalise a value just parsed here (so normalised in place): an event, or an array of events. */
 function collect(value: unknown, into: ParsedEvents): void {
   const items = Array.isArray(value) ? (value as unknown[]) : [value];
   for (const item of items) {
     try {
-      into.events.push(fromFalcoJson(item));
+      into.events.push(fromFalcoJson(item, true));
     } catch (err) {
       let sample: string;
       try {
@@ -90,7 +90,7 @@ function collect(value: unknown, into: ParsedEvents): void {
 export function parseEventJson(text: string, where = 'body'): ParsedEvents {
   let value: unknown;
   try {
-    value = parseJsonPreservingBigInts(text);
+    value = parseEventText(text);
   } catch (err) {
     throw syntaxError(err, where);
   }
@@ -261,7 +261,7 @@ export async function parseIngestBody(body: Buffer, maxItems: number): Promise<P
     const text = body.toString('utf8', s.start, s.end);
     let value: unknown;
     try {
-      value = parseJsonPreservingBigInts(text);
+      value = parseEventText(text);
     } catch (err) {
       out.invalid.push({ error: syntaxError(err, where), sample: sampleOf(text) });
       continue;
