@@ -1,10 +1,10 @@
 /**
  * The first-seen set in Redis, sharded: an IP lives in bucket `fnv1a(address) % buckets`, a
- * small hash in its own cluster slot (keys.ts). Each bucket's share of a batch is decided by
- * one Lua script, atomic for that bucket, so of two daemons observing the same new IP exactly
- * one is told `isNew`; the (session, IP) dedupe claim carries the bucket's tag and is taken
- * in the same script. A batch is grouped by the node serving each bucket and pipelined: one
- * round trip per node.
+ * small hash in its own cluster slot (keys.ts). A batch is decided by one Lua script on a single
+ * Redis, and by one per bucket on a cluster (a script touches one slot there); each is atomic,
+ * so of two daemons observing the same new IP exactly one is told `isNew`. The (session, IP)
+ * dedupe claim carries the bucket's tag and is taken in the same script. A batch is grouped by
+ * the node serving each bucket and pipelined: one round trip per node.
  *
  * Field = the address bytes (4 or 16); value = `<first minute * 2^26 + last minute>` (minutes
  * since the Unix epoch), with `|<first ms>|<decide token>` appended while the token matters
@@ -24,7 +24,7 @@ import type { DecideBatch, DecideItem, DecideOptions, DecideResult, FirstSeenSto
 import { envKeys, legacyKeys } from './keys.js';
 import { Layouts, markArgs, usedBuckets, type EnvLayout } from './layout.js';
 import { migrateLegacy } from './migrate.js';
-import { bucketOf, ipField, pipelinePerNode } from './slots.js';
+import { bucketOf, ipField, isCluster, pipelinePerNode } from './slots.js';
 
 /** How long a decision's token is kept next to its IP (retries of a lost reply come sooner). */
 export const TOKEN_KEEP_MS = 24 * 3_600_000;
@@ -60,20 +60,21 @@ local function pack(fmin, last)
 end
 `;
 
-// KEYS: bucket, claim keys (same slot)...
+// KEYS: buckets and claim keys (on a cluster: one bucket and its claim keys, all in its slot).
 // ARGV: nowMin, nowMs, cutoffMin, learnStart (-1 = none), learnMs, claimTtl, tokenCutoffMs,
-//       then per item: field, eventTime, token, claim KEYS index (0 = none), legacy first ms (-1 = not known there).
+//       then per item: bucket KEYS index, field, eventTime, token, claim KEYS index (0 = none),
+//       legacy first ms (-1 = not known there).
 // Returns per item: isNew, firstSeenAt, learning, claimed.
 const DECIDE_LUA = `${VALUE_LUA}
-local key = KEYS[1]
 local nowMin, nowMs, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local learnStart, learnMs, claimTtl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local tokenCutoff = tonumber(ARGV[7])
 local out = {}
 local i = 8
 while i <= #ARGV do
-  local field, t, token, ci, legacyFirst = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-  i = i + 5
+  local key = KEYS[tonumber(ARGV[i])]
+  local field, t, token, ci, legacyFirst = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+  i = i + 6
   local isNew, first, known = 0, nowMs, false
   local rec = redis.call('HGET', key, field)
   if rec then
@@ -198,7 +199,7 @@ type ScriptFn = (...args: (string | number | Buffer)[]) => Promise<unknown>;
 type PipeScript = (...args: (string | number | Buffer)[]) => unknown;
 
 interface Scripted {
-  t1612dDecide2: ScriptFn;
+  t1612dDecide3: ScriptFn;
   t1612dSweep: ScriptFn;
   t1612dSweepBegin: ScriptFn;
   t1612dSweepEnd: ScriptFn;
@@ -235,7 +236,7 @@ export class RedisFirstSeenStore implements FirstSeenStore {
     this.warn = options.warn ?? (() => {});
     this.layouts = new Layouts(client, prefix, options.buckets, this.warn);
     this.owner = options.owner ?? `t1612d-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-    client.defineCommand('t1612dDecide2', { lua: DECIDE_LUA });
+    client.defineCommand('t1612dDecide3', { lua: DECIDE_LUA });
     client.defineCommand('t1612dSweep', { lua: SWEEP_LUA, numberOfKeys: 1 });
     client.defineCommand('t1612dSweepBegin', { lua: SWEEP_BEGIN_LUA, numberOfKeys: 2 });
     client.defineCommand('t1612dSweepEnd', { lua: SWEEP_END_LUA, numberOfKeys: 2 });
@@ -255,23 +256,27 @@ export class RedisFirstSeenStore implements FirstSeenStore {
     }
     const legacyFirst = layout.legacy ? await this.legacyLookup(layout, items, o) : null;
 
-    // Items by bucket, in batch order within a bucket (the same IP twice: first one wins).
+    // Items by script call, in batch order within one (the same IP twice: first one wins). A
+    // script may touch keys of one cluster slot only, so on a cluster a call decides one
+    // bucket's share; a single Redis takes the whole batch in one call.
     const k = envKeys(this.prefix, environment);
-    const byBucket = new Map<number, number[]>();
     const fields = items.map((it) => ipField(it.ip));
-    items.forEach((_, i) => {
-      const b = bucketOf(fields[i] as Buffer, layout.buckets);
-      let list = byBucket.get(b);
-      if (!list) byBucket.set(b, (list = []));
+    const bucketOfItem = fields.map((f) => bucketOf(f, layout.buckets));
+    const perBucket = isCluster(this.client);
+    const groups = new Map<number, number[]>();
+    bucketOfItem.forEach((b, i) => {
+      const g = perBucket ? b : 0;
+      let list = groups.get(g);
+      if (!list) groups.set(g, (list = []));
       list.push(i);
     });
-    type Work = { key: string; bucket?: number; learning?: true; mark?: number[] };
-    const work: Work[] = [...byBucket.keys()].map((b) => ({ key: k.bucket(b), bucket: b }));
+    type Work = { key: string; items?: number[]; learning?: true; mark?: number[] };
+    const work: Work[] = [...groups.values()].map((list) => ({ key: k.bucket(bucketOfItem[list[0] as number] as number), items: list }));
     // The learning key's TTL is refreshed with every batch, on the same round trip.
     if (o.learningPeriodMs > 0) work.push({ key: k.learning, learning: true });
     // Buckets this daemon has not marked used yet are marked on the same round trip, so no
     // bucket holds an IP the sweep would not visit.
-    const unmarked = [...byBucket.keys()].filter((b) => layout.marked[b] !== 1);
+    const unmarked = [...new Set(bucketOfItem)].filter((b) => layout.marked[b] !== 1);
     if (unmarked.length > 0) work.push({ key: k.used, mark: unmarked });
     const nowMs = o.nowMs;
     const head = [
@@ -297,18 +302,25 @@ export class RedisFirstSeenStore implements FirstSeenStore {
           p.t1612dLearning?.(w.key, o.learningStartCandidate, learningTtl);
           return;
         }
-        const keys = [w.key];
+        const keys: string[] = [];
+        const keyIndex = new Map<number, number>();
         const args: (string | number | Buffer)[] = [...head];
-        for (const i of byBucket.get(w.bucket ?? -1) ?? []) {
+        for (const i of w.items ?? []) {
           const it = items[i] as DecideItem;
+          const b = bucketOfItem[i] as number;
+          let bi = keyIndex.get(b);
+          if (bi === undefined) {
+            keys.push(k.bucket(b));
+            keyIndex.set(b, (bi = keys.length));
+          }
           let ci = 0;
           if (it.claim !== null) {
-            keys.push(k.alerted(w.bucket ?? 0, it.claim, it.ip));
+            keys.push(k.alerted(b, it.claim, it.ip));
             ci = keys.length;
           }
-          args.push(fields[i] as Buffer, it.eventTimeMs, it.token, ci, legacyFirst?.[i] ?? -1);
+          args.push(bi, fields[i] as Buffer, it.eventTimeMs, it.token, ci, legacyFirst?.[i] ?? -1);
         }
-        p.t1612dDecide2?.(keys.length, ...keys, ...args);
+        p.t1612dDecide3?.(keys.length, ...keys, ...args);
       },
     );
     const out: DecideResult[] = new Array<DecideResult>(items.length);
@@ -324,7 +336,7 @@ export class RedisFirstSeenStore implements FirstSeenStore {
         continue;
       }
       const r = reply as number[];
-      (byBucket.get(w.bucket ?? -1) ?? []).forEach((i, j) => {
+      (w.items ?? []).forEach((i, j) => {
         const b = j * 4;
         out[i] = { isNew: r[b] === 1, firstSeenAt: Number(r[b + 1]), learning: r[b + 2] === 1, claimed: r[b + 3] === 1 };
       });
