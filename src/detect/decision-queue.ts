@@ -40,15 +40,14 @@ export interface DecisionQueueOptions {
 const MAX_TOUCHES = 10_000;
 
 /**
- * Under load (a round follows the previous one within COALESCE_MS), a round waits, one event
- * loop turn at a time and for at most COALESCE_MS, while events keep arriving and fewer than
- * MIN_BATCH are queued. A busy cold path then sends a hundred IPs or more per store round
- * trip instead of the one or two that arrived while the last round was in flight. It stops
- * waiting as soon as a turn brings nothing new (whoever feeds the queue is waiting for this
- * round), and after a quiet spell the first event goes out at once: latency is only traded
- * for batching while there is a flow to batch.
+ * Under load (a round follows the previous one within COALESCE_MS), a round waits up to
+ * COALESCE_MS for MIN_BATCH events, woken by each event that arrives (no polling), so a busy
+ * cold path sends a hundred IPs or more per store round trip instead of the few that arrived
+ * while the last round was in flight. After a quiet spell the first event goes out at once:
+ * latency is only traded for batching while there is a flow to batch, and by at most
+ * COALESCE_MS.
  */
-export const COALESCE_MS = 2;
+export const COALESCE_MS = 4;
 export const MIN_BATCH = 100;
 
 function pendingKey(host: string, ip: string): string {
@@ -74,6 +73,8 @@ export class DecisionQueue {
   private stopped = false;
   /** performance.now() when the last round ended. */
   private lastRoundEnd = -Infinity;
+  /** Wakes a gathering round when an event arrives. */
+  private arrived: (() => void) | undefined;
 
   constructor(private readonly opts: DecisionQueueOptions) {}
 
@@ -110,6 +111,13 @@ export class DecisionQueue {
     this.pending.push(p);
     const key = pendingKey(p.sig.host, p.sig.ip);
     this.pendingIps.set(key, (this.pendingIps.get(key) ?? 0) + 1);
+    if (this.arrived && this.pending.length >= MIN_BATCH) this.wakeGather();
+  }
+
+  private wakeGather(): void {
+    const w = this.arrived;
+    this.arrived = undefined;
+    w?.();
   }
 
   /** Resolves when the queue has room again (backpressure), or at stop(). */
@@ -163,6 +171,7 @@ export class DecisionQueue {
 
   /** Stop retrying and release every waiter. */
   stop(): void {
+    this.wakeGather();
     if (this.immediate) clearImmediate(this.immediate);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.immediate = undefined;
@@ -203,15 +212,16 @@ export class DecisionQueue {
     return !this.running && !this.hasWork() && this.opts.othersIdle();
   }
 
-  /** Let events gather; see COALESCE_MS. */
+  /** Let events gather until MIN_BATCH are queued or COALESCE_MS have passed; see COALESCE_MS. */
   private async gather(): Promise<void> {
-    const until = performance.now() + COALESCE_MS;
-    let seen = this.pending.length;
-    while (!this.stopped && this.pending.length < MIN_BATCH && performance.now() < until) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      if (this.pending.length === seen) return;
-      seen = this.pending.length;
-    }
+    if (this.stopped || this.pending.length >= MIN_BATCH || this.full) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.wakeGather(), COALESCE_MS);
+      this.arrived = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 
   private async tick(): Promise<void> {
