@@ -21,16 +21,18 @@
  * BENCH_ONLY (e.g. `grpc,latency`) picks parts: grpc, http, latency, memory. BENCH_LAT_RATE and
  * BENCH_LAT_EVERY change the latency run's rate (5000/s) and alert share (1 in 50);
  * BENCH_DEBUG=1 prints the daemon's counters each second and every latency in arrival order;
- * BENCH_PROF=dir writes CPU profiles of the t1612d processes.
+ * BENCH_PROF=dir writes CPU profiles of the t1612d processes; BENCH_TSX=1 runs the measured
+ * programs under tsx instead of compiled.
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { falcoJsonLine } from '../src/demo/render.js';
 import { parseIsoNs } from '../src/model/event.js';
 import { TestRedis } from '../test/support/redis.js';
 import type { FillSpec, Msg } from './child.js';
@@ -41,7 +43,28 @@ import { runMicro } from './micro.js';
 const SCALE = Number(process.env['BENCH_SCALE'] ?? '1');
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? '3');
 const ONLY = new Set((process.env['BENCH_ONLY'] ?? 'grpc,http,latency,memory').split(','));
-const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/**
+ * The measured processes run compiled JavaScript, as the image does (no TypeScript loader in
+ * their CPU or memory figures): bench/child.ts and what it imports are compiled by
+ * tsconfig.bench.json into node_modules/.cache before the first round. BENCH_TSX=1 runs them
+ * under tsx instead.
+ */
+const UNDER_TSX = process.env['BENCH_TSX'] === '1';
+const BUILD = join(ROOT, 'node_modules', '.cache', 't1612d-bench');
+const CHILD = UNDER_TSX ? join(ROOT, 'bench', 'child.ts') : join(BUILD, 'bench', 'child.js');
+
+function compileChildren(): void {
+  if (UNDER_TSX) return;
+  progress('compiling the measured programs (tsconfig.bench.json)');
+  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.bench.json')], { stdio: 'inherit' });
+  // What the compiled code finds next to itself through import.meta.url.
+  for (const name of ['package.json', 'proto']) {
+    const link = join(BUILD, name);
+    rmSync(link, { force: true, recursive: true });
+    symlinkSync(join(ROOT, name), link);
+  }
+}
 
 // --- child processes --------------------------------------------------------------------------
 
@@ -53,7 +76,7 @@ class Child {
   constructor(role: string) {
     // BENCH_PROF=dir writes a CPU profile of each t1612d process there (node --cpu-prof).
     const prof = process.env['BENCH_PROF'] && role === 'daemon' ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROF']}`] : [];
-    this.proc = fork(CHILD, [role], { execArgv: ['--import', 'tsx', ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc = fork(CHILD, [role], { execArgv: [...(UNDER_TSX ? ['--import', 'tsx'] : []), ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.proc.on('message', (m: Msg) => {
       if (this.waiting) {
         const w = this.waiting;
@@ -249,7 +272,7 @@ async function httpRounds(redisUrl: string, webhook: Receiver, n: number): Promi
   const now = wallNs();
   for (let b = 0; b < 4; b++) {
     const lines: string[] = [];
-    for (let i = 0; i < perBody; i++) lines.push(JSON.stringify(variant(t.egress, 'node-http', { 'fd.sip': ipOf((b * perBody + i) % 1000, 60), ...OUTSIDE_BUILD }, now)));
+    for (let i = 0; i < perBody; i++) lines.push(falcoJsonLine(variant(t.egress, 'node-http', { 'fd.sip': ipOf((b * perBody + i) % 1000, 60), ...OUTSIDE_BUILD }, now)));
     bodies.push(lines.join('\n'));
   }
   const results = new Map<HttpKind, Result[]>([
@@ -307,8 +330,9 @@ async function memoryRun(falco: Child, address: string, redis: Redis, redisUrl: 
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const header = `t1612d bench ${new Date().toISOString()} (node ${process.version}, scale ${SCALE}, ${ROUNDS} rounds)`;
+  const header = `t1612d bench ${new Date().toISOString()} (node ${process.version}, scale ${SCALE}, ${ROUNDS} rounds, measured programs ${UNDER_TSX ? 'under tsx' : 'compiled'})`;
   process.stderr.write(`${header}\n`);
+  compileChildren();
   const redisServer = await TestRedis.start();
   const redis = new Redis(redisServer.url);
   const webhook = new Receiver();
