@@ -22,6 +22,7 @@ import { resolveConfig } from '../src/config/config.js';
 import { Daemon } from '../src/daemon.js';
 import { responseFromJson } from '../src/demo/emulator.js';
 import { silentLogger } from '../src/ops/logger.js';
+import { tuneHeap } from '../src/ops/heap.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { MAX_RECEIVE_MESSAGE_BYTES } from '../src/sources/grpc-options.js';
 import { loadFalcoProto, LOADER_OPTIONS, PROTO_DIR, SERVICE_NAME, SUB_PATH } from '../src/sources/proto.js';
@@ -307,6 +308,8 @@ function bareServer(): Promise<number> {
 // --- dispatch ---------------------------------------------------------------------------------
 
 const role = process.argv[2];
+// The daemon's process runs with the heap sizing `t1612d run` applies.
+if (role === 'daemon') tuneHeap();
 const falco = new FalcoLike();
 let cpuStart = process.cpuUsage();
 
@@ -330,10 +333,19 @@ async function handle(m: Msg): Promise<Msg> {
       const n = m['n'] as number;
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
+      // Where the memory goes: the largest V8 heap and off-heap (Buffers) seen, sampled.
+      let heapMb = 0;
+      let offHeapMb = 0;
+      const sampler = setInterval(() => {
+        const u = process.memoryUsage();
+        heapMb = Math.max(heapMb, u.heapTotal / 2 ** 20);
+        offHeapMb = Math.max(offHeapMb, u.external / 2 ** 20);
+      }, 50);
       const d = await startDaemon(spec);
       await waitEvents(d, n);
+      clearInterval(sampler);
       const secs = (performance.now() - t0) / 1000;
-      return { op: 'result', secs, ...usage(cpu0) };
+      return { op: 'result', secs, heapMb, offHeapMb, ...usage(cpu0) };
     }
     case 'daemon:http': {
       const d = await startDaemon({ ...(m['spec'] as DaemonSpec), http: true });

@@ -76,7 +76,7 @@ class Child {
   constructor(role: string) {
     // BENCH_PROF=dir writes a CPU profile of each t1612d process there (node --cpu-prof).
     const prof = process.env['BENCH_PROF'] && role === 'daemon' ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROF']}`] : [];
-    this.proc = fork(CHILD, [role], { execArgv: [...(UNDER_TSX ? ['--import', 'tsx'] : []), ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc = fork(CHILD, [role], { execArgv: [...(UNDER_TSX ? ['--import', 'tsx'] : []), ...(role === 'daemon' ? (process.env['BENCH_DAEMON_ARGS'] ?? '').split(' ').filter(Boolean) : []), ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.proc.on('message', (m: Msg) => {
       if (this.waiting) {
         const w = this.waiting;
@@ -316,7 +316,7 @@ async function latencyRun(falco: Child, address: string, redisUrl: string, webho
   return { sorted: [...webhook.latencies].sort((a, b) => a - b), expected, hwmMb: u['hwmMb'] as number };
 }
 
-async function memoryRun(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number, ips: number): Promise<{ hwmMb: number; rssMb: number; rate: number; cmds: number; top: string; ipsPerScript: number }> {
+async function memoryRun(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number, ips: number): Promise<{ hwmMb: number; rssMb: number; heapMb: number; offHeapMb: number; rate: number; cmds: number; top: string; ipsPerScript: number }> {
   await falco.ask({ op: 'fill', spec: { n, distinct: ips, host: 'node-mem', build: false, ipBase: 100 } satisfies FillSpec });
   const child = await Child.start('daemon');
   const before = await commandStats(redis);
@@ -325,7 +325,7 @@ async function memoryRun(falco: Child, address: string, redis: Redis, redisUrl: 
   await child.stop();
   const scripts = (d.byCmd.get('evalsha') ?? 0) + (d.byCmd.get('eval') ?? 0);
   const top = [...d.byCmd].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([c, k]) => `${c} ${fmt(k)}`).join(', ');
-  return { hwmMb: res['hwmMb'] as number, rssMb: res['rssMb'] as number, rate: n / (res['secs'] as number), cmds: d.total / n, top, ipsPerScript: ips / Math.max(1, scripts) };
+  return { hwmMb: res['hwmMb'] as number, rssMb: res['rssMb'] as number, heapMb: res['heapMb'] as number, offHeapMb: res['offHeapMb'] as number, rate: n / (res['secs'] as number), cmds: d.total / n, top, ipsPerScript: ips / Math.max(1, scripts) };
 }
 
 async function main(): Promise<void> {
@@ -388,7 +388,7 @@ async function main(): Promise<void> {
       const mem = await memoryRun(falco, address, redis, redisServer.url, webhook, nMem, 100_000);
       ratios.push(`peak RSS after ${fmt(nMem)} egress events over 100k IPs   ${mem.hwmMb.toFixed(0)} MB  (goal ≤ 150 MB)`);
       lines.push(
-        `${`${fmt(nMem)} egress events, 100k new IPs`.padEnd(40)} ${fmt(mem.rate).padStart(28)} ev/s  VmHWM ${mem.hwmMb.toFixed(0)} MB  RSS at end ${mem.rssMb.toFixed(0)} MB  ` +
+        `${`${fmt(nMem)} egress events, 100k new IPs`.padEnd(40)} ${fmt(mem.rate).padStart(28)} ev/s  VmHWM ${mem.hwmMb.toFixed(0)} MB  RSS at end ${mem.rssMb.toFixed(0)} MB  largest JS heap ${mem.heapMb.toFixed(0)} MB, off-heap ${mem.offHeapMb.toFixed(0)} MB  ` +
           `Redis ${mem.cmds.toFixed(4)} cmd/ev incl. calls inside scripts (${mem.top})  ${mem.ipsPerScript.toFixed(0)} IPs per decide script call`,
       );
     }

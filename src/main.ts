@@ -16,6 +16,7 @@ import { runRulesCheck } from './rules/check.js';
 import { replayDeadLetters } from './deliver/outbox.js';
 import { alertsOnStdout } from './deliver/sinks.js';
 import { Metrics } from './ops/metrics.js';
+import { tuneHeap } from './ops/heap.js';
 import { migrateKnownIps } from './store/stores.js';
 
 const USAGE = `usage: t1612d [run] [--config FILE]
@@ -155,6 +156,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'run':
+        tuneHeap();
         return await cmdRun(values.config);
       case 'replay':
         return await cmdReplay(rest[0], values.config);

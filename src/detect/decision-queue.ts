@@ -38,6 +38,8 @@ export interface DecisionQueueOptions {
 }
 
 const MAX_TOUCHES = 10_000;
+/** Events waiting for a decision while Redis answers, at most (see `full`): five rounds' worth. */
+export const UP_LIMIT = 5_000;
 
 /**
  * Under load (a round follows the previous one within COALESCE_MS), a round waits up to
@@ -88,8 +90,17 @@ export class DecisionQueue {
     return this.touches.size > 0;
   }
 
+  /**
+   * Full: while Redis answers, at UP_LIMIT events (more waiting would not make rounds bigger,
+   * only the daemon: the intake and the source push back instead); during an outage at
+   * `redis_buffer_size`.
+   */
   get full(): boolean {
-    return this.pending.length >= this.opts.bufferSize;
+    return this.pending.length >= this.limit();
+  }
+
+  private limit(): number {
+    return this.ready ? Math.min(UP_LIMIT, this.opts.bufferSize) : this.opts.bufferSize;
   }
 
   /** False while Redis is unreachable and decisions are being buffered. */
@@ -254,7 +265,7 @@ export class DecisionQueue {
       }
     } finally {
       this.running = false;
-      if (this.pending.length < this.opts.bufferSize) this.wakeRoom();
+      if (this.pending.length < this.limit()) this.wakeRoom();
       if (this.hasWork()) {
         if (!this.retryTimer) this.schedule();
       } else {

@@ -30,6 +30,8 @@ export type FalcoStatus = 'idle' | 'connecting' | 'connected' | 'backoff' | 'clo
  * stream gets this long to deliver what Falco already wrote before we cancel it.
  */
 const DRAIN_MS = 2000;
+/** Events a stream may have waiting in the intake before it stops reading (see consume()). */
+export const STREAM_HIGH_WATER = 2_000;
 
 const TRANSITIONS: Record<FalcoStatus, readonly FalcoStatus[]> = {
   idle: ['connecting', 'closed'],
@@ -298,11 +300,14 @@ export class GrpcSource {
         count++;
         this.handleMessage(msg);
         onMessage?.();
-        if (!paused && this.intake.full) {
-          // Backpressure: stop reading so HTTP/2 flow control holds Falco's writes.
+        const high = Math.min(this.intake.capacity, STREAM_HIGH_WATER);
+        if (!paused && this.intake.size >= high) {
+          // Backpressure: stop reading so HTTP/2 flow control holds Falco's writes. Falco
+          // keeps its own queue, so a stream needs no deep one here (fewer events held, less
+          // memory); the rest of the intake is room for HTTP bodies.
           paused = true;
           call.pause();
-          void this.intake.whenWritable().then(() => {
+          void this.intake.whenBelow(Math.max(1, high >> 1)).then(() => {
             paused = false;
             call.resume();
           });

@@ -56,6 +56,7 @@ export class Intake {
   private head = 0;
   private draining = false;
   private waiters: (() => void)[] = [];
+  private belowWaiters: { n: number; resolve: () => void }[] = [];
   private idleWaiters: (() => void)[] = [];
   private readonly invalidLog: ThrottledLog;
   private handed = 0;
@@ -173,6 +174,12 @@ export class Intake {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
+  /** Resolves once fewer than `n` events are queued. */
+  whenBelow(n: number): Promise<void> {
+    if (this.size < n) return Promise.resolve();
+    return new Promise((resolve) => this.belowWaiters.push({ n, resolve }));
+  }
+
   /** Resolves once every queued event has been handed to the consumer and settled. */
   whenIdle(): Promise<void> {
     if (this.size === 0 && !this.draining) return Promise.resolve();
@@ -209,6 +216,7 @@ export class Intake {
           this.opts.onHanded?.();
         }
         if (!this.full && this.waiters.length > 0) this.wake();
+        if (this.belowWaiters.length > 0) this.wakeBelow();
       }
     } finally {
       this.queue.length = 0;
@@ -216,10 +224,21 @@ export class Intake {
       this.draining = false;
       this.opts.metrics.intakeDepth.set(0);
       this.wake();
+      this.wakeBelow();
       const idle = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of idle) w();
     }
+  }
+
+  private wakeBelow(): void {
+    const size = this.size;
+    const still: { n: number; resolve: () => void }[] = [];
+    for (const w of this.belowWaiters) {
+      if (size < w.n) w.resolve();
+      else still.push(w);
+    }
+    this.belowWaiters = still;
   }
 
   private wake(): void {
