@@ -27,8 +27,9 @@ export class ContainerStarts {
    * `clock_skew` for that).
    */
   observe(ev: FalcoEvent): void {
-    const id = ev.fields['container.id'];
-    if (id === undefined || id === null || id === 'host' || this.starts.has(id) || !CONTAINER_ID.test(id)) return;
+    // An absent id, and `host`, fail the id pattern.
+    const id = ev.fields['container.id'] ?? '';
+    if (this.starts.has(id) || !CONTAINER_ID.test(id)) return;
     const start = this.startOf(ev);
     if (!Number.isFinite(start)) return;
     if (this.starts.size >= this.cap) {

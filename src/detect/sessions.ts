@@ -60,10 +60,8 @@ interface DirtyHost {
   remote?: RemoteAccept | undefined;
 }
 
-function pushCapped<T>(list: T[], value: T, cap: number): boolean {
-  if (list.includes(value) || list.length >= cap) return false;
-  list.push(value);
-  return true;
+function pushCapped<T>(list: T[], value: T, cap: number): void {
+  if (!list.includes(value) && list.length < cap) list.push(value);
 }
 
 export function evidenceOf(sig: { event: BuildSignal['event'] }): AlertEvidence {
