@@ -21,6 +21,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { resolveConfig } from '../src/config/config.js';
 import { Daemon } from '../src/daemon.js';
 import { responseFromJson } from '../src/demo/emulator.js';
+import { falcoJsonLine } from '../src/demo/render.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { tuneHeap } from '../src/ops/heap.js';
 import { Metrics } from '../src/ops/metrics.js';
@@ -68,6 +69,14 @@ function varint(v: bigint): Buffer {
 }
 const reply = (m: Msg): void => void process.send?.(m);
 
+/**
+ * The gRPC response Falco 0.43.1 sends for an alert with the shipped configuration
+ * (deploy/falco, `json_output: true`): its `output` carries the whole JSON line.
+ */
+function asFalcoSends(j: Json): object {
+  return { ...responseFromJson(j), output: falcoJsonLine(j) };
+}
+
 // --- falco ------------------------------------------------------------------------------------
 
 class FalcoLike {
@@ -112,7 +121,7 @@ class FalcoLike {
       const t = await templates();
       const now = wallNs();
       const proto = loadFalcoProto();
-      const enc = (j: Json): Buffer => proto.serializeResponse(responseFromJson(j));
+      const enc = (j: Json): Buffer => proto.serializeResponse(asFalcoSends(j));
       bufs = [];
       for (let i = 0; i < spec.distinct; i++) {
         bufs.push(enc(variant(t.egress, spec.host, { 'fd.sip': ipOf(i, spec.ipBase), ...(spec.build ? {} : OUTSIDE_BUILD) }, now)));
@@ -135,7 +144,7 @@ class FalcoLike {
     const t = await templates();
     const proto = loadFalcoProto();
     const body = (j: Json): Buffer => {
-      const r: Record<string, unknown> = { ...responseFromJson(j) };
+      const r: Record<string, unknown> = { ...asFalcoSends(j) };
       delete r['time'];
       return proto.serializeResponse(r);
     };

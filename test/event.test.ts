@@ -186,6 +186,34 @@ describe('FalcoEvent normalisation (fromFalcoJson)', () => {
     }
   });
 
+  it('reads the output out of every real JSON line exactly as a full parse does, and odd lines by parsing them', () => {
+    const dir = new URL('./fixtures/falco-captures/', import.meta.url);
+    const lines = readdirSync(dir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .flatMap((f) => readFileSync(new URL(f, dir), 'utf8').split('\n'))
+      .filter((l) => l.trim() !== '');
+    const odd = [
+      // An object before the output: its own "output" must not be taken.
+      '{"a":{"output":"inner"},"output":"outer","rule":"r"}',
+      '{"a":["x"],"output":"outer"}',
+      // Escapes and quotes inside the output, and an escaped backslash right before its end.
+      '{"hostname":"h","output":"say \\"hi\\" \\\\","rule":"r"}',
+      '{"hostname":"h","output":"\\u00e9t\\u00e9\\n","rule":"r"}',
+      // A key that ends in output, and an output that is not a string.
+      '{"x\\"output":"no","output":"yes"}',
+      '{"hostname":"h","output":7}',
+    ];
+    const grpcOutput = (output: string): string =>
+      fromGrpcResponse({ time: { seconds: '1', nanos: 0 }, rule: 'r', output, output_fields: {}, tags: [] }).output;
+    for (const line of [...lines, ...odd]) {
+      const parsed = (JSON.parse(line) as { output?: unknown }).output;
+      assert.equal(grpcOutput(line), typeof parsed === 'string' ? parsed.slice(0, 8192) + (parsed.length > 8192 ? '…' : '') : line, line);
+    }
+    assert.equal(grpcOutput(odd[0] as string), 'outer');
+    // Text that is not JSON after all is kept whole, however much it looks like a JSON line.
+    assert.equal(grpcOutput('{"output":"x" trailing}'), '{"output":"x" trailing}');
+  });
+
   it('classifies by tag', () => {
     assert.equal(kindOfTags(['t1612_build', 'T1612']), 'build');
     assert.equal(kindOfTags(['t1612_egress']), 'egress');

@@ -285,11 +285,46 @@ const GRPC_SOURCES: Record<string, string> = {
 function plainOutput(output: string): string {
   // A JSON line past the output cap is not unwrapped: parsing it would cost more than it shows.
   if (!output.startsWith('{"') || output.length > 4 * EVENT_LIMITS.output) return output;
+  const quick = outputOfJsonLine(output);
+  if (quick !== undefined) return quick;
   try {
     const o = JSON.parse(output) as { output?: unknown };
     return typeof o.output === 'string' ? o.output : output;
   } catch {
     return output;
+  }
+}
+
+/**
+ * The `output` string of a Falco JSON line without parsing the rest of it: Falco writes its
+ * keys in order (`hostname`, then `output`), so the first `"output":"` is the top-level key
+ * when nothing before it opens an object or array. Undefined when the line is shaped any other
+ * way (then the whole line is parsed). The rest of the line is not checked: a text output
+ * would have to be shaped exactly like a JSON line for this to take a piece of it.
+ */
+function outputOfJsonLine(line: string): string | undefined {
+  const at = line.indexOf('"output":"');
+  if (at < 1 || !line.endsWith('}')) return undefined;
+  const before = line.charCodeAt(at - 1);
+  if (before !== 123 /* { */ && before !== 44 /* , */) return undefined;
+  const head = line.slice(1, at);
+  if (head.includes('{') || head.includes('[')) return undefined;
+  const start = at + 9;
+  let q = start;
+  for (;;) {
+    q = line.indexOf('"', q + 1);
+    if (q < 0) return undefined;
+    let bs = 0;
+    for (let k = q - 1; line.charCodeAt(k) === 92 /* \\ */; k--) bs++;
+    if (bs % 2 === 0) break;
+  }
+  const after = line.charCodeAt(q + 1);
+  if (after !== 44 /* , */ && after !== 125 /* } */) return undefined;
+  try {
+    const text: unknown = JSON.parse(line.slice(start, q + 1));
+    return typeof text === 'string' ? text : undefined;
+  } catch {
+    return undefined;
   }
 }
 

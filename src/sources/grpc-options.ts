@@ -139,6 +139,9 @@ export interface ChannelSetup {
   tlsMaterial: TlsMaterial | undefined;
 }
 
+/** HTTP/2 flow-control window of the channel (connection and streams). */
+export const FLOW_CONTROL_WINDOW_BYTES = 4 * 1024 * 1024;
+
 /** Credentials and channel options for `o`; throws ConfigError when a TLS file is unreadable. */
 export function channelSetup(o: ResolvedGrpcSourceOptions): ChannelSetup {
   const channelOptions: grpc.ChannelOptions = {
@@ -153,6 +156,10 @@ export function channelSetup(o: ResolvedGrpcSourceOptions): ChannelSetup {
     'grpc.max_reconnect_backoff_ms': o.backoff.maxMs,
     'grpc.use_local_subchannel_pool': 1,
     'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
+    // HTTP/2's default 64 KiB window holds some thirty Falco events: Falco would stop and wait
+    // for a window update every thirty events. The stream still pauses when the intake has
+    // enough queued (grpc-source.ts STREAM_HIGH_WATER), so this bounds what is in flight.
+    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
   };
   let creds: grpc.ChannelCredentials;
   let tlsMaterial: TlsMaterial | undefined;
