@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
@@ -309,6 +310,13 @@ describe('HttpServer', () => {
       assert.equal(basic.status, 401);
       const basicWrong = await post(h, FALCO_EXAMPLE, { authorization: `Basic ${Buffer.from(`falco:${TOKEN}x`).toString('base64')}` });
       assert.equal(basicWrong.status, 401);
+      // Basic credentials are user:password; the token alone (no colon) is no password.
+      const basicNoColon = await post(h, FALCO_EXAMPLE, { authorization: `Basic ${Buffer.from(TOKEN).toString('base64')}` });
+      assert.equal(basicNoColon.status, 401);
+      // The scheme must open the header and the token must end it.
+      for (const authorization of [`Token Bearer ${TOKEN}`, `Bearer ${TOKEN} ${TOKEN}`, `xBasic ${Buffer.from(`falco:${TOKEN}`).toString('base64')}`]) {
+        assert.equal((await post(h, FALCO_EXAMPLE, { authorization })).status, 401, authorization);
+      }
       await h.intake.whenIdle();
       assert.equal(h.received.length, 0);
 
@@ -390,6 +398,21 @@ describe('HttpServer', () => {
       assert.match(errorOf(r.text), /over the limit of 4096/);
       await h.intake.whenIdle();
       assert.equal(h.received.length, 0);
+    });
+
+    it('counts the compressed bytes against the limit too', async () => {
+      const limit = 64 * 1024;
+      const h = await start({ bodyLimit: limit });
+      // Random bytes do not compress: gzip makes them a little larger. Under the limit once
+      // inflated, over it as sent; chunked, so no Content-Length tells in advance.
+      const inflated = randomBytes(limit - 8);
+      const sent = gzipSync(inflated);
+      assert.ok(sent.length > limit);
+      const r = await post(h, (async function* () {
+        yield sent;
+      })(), { 'content-encoding': 'gzip' });
+      assert.equal(r.status, 413);
+      assert.match(errorOf(r.text), /over the limit of 65536/);
     });
 
     it('stops a gzip bomb at the limit with 413', async () => {
