@@ -1,0 +1,54 @@
+// Memory bounds of the daemon's own queues, and its heap sizing.
+import assert from 'node:assert/strict';
+import { DecisionQueue, UP_LIMIT, type Pending } from '../src/detect/decision-queue.js';
+import { tuneHeap } from '../src/ops/heap.js';
+import { silentLogger } from '../src/ops/logger.js';
+
+function pending(i: number): Pending {
+  // Only the host and IP are read by the queue itself.
+  return { sig: { host: 'h', ip: `10.0.${i >> 8}.${i & 255}` } as Pending['sig'], nowMs: 0, t0: 0, token: `t${i}` };
+}
+
+describe('decision queue bound', () => {
+  const make = (up: { value: boolean }, bufferSize: number): DecisionQueue =>
+    new DecisionQueue({
+      bufferSize,
+      redisUp: () => up.value,
+      logger: silentLogger(),
+      hasOtherWork: () => false,
+      othersIdle: () => true,
+      round: () => Promise.resolve(),
+    });
+
+  it('is full at UP_LIMIT while Redis answers and at redis_buffer_size during an outage', () => {
+    const up = { value: true };
+    const q = make(up, 50_000);
+    for (let i = 0; i < UP_LIMIT - 1; i++) q.add(pending(i));
+    assert.equal(q.full, false);
+    q.add(pending(UP_LIMIT));
+    assert.equal(q.full, true);
+    up.value = false;
+    assert.equal(q.full, false, 'an outage buffers up to redis_buffer_size');
+    for (let i = q.length; i < 50_000; i++) q.add(pending(i));
+    assert.equal(q.full, true);
+    q.stop();
+  });
+
+  it('keeps a smaller redis_buffer_size as the bound in both cases', () => {
+    const up = { value: true };
+    const q = make(up, 100);
+    for (let i = 0; i < 100; i++) q.add(pending(i));
+    assert.equal(q.full, true);
+    up.value = false;
+    assert.equal(q.full, true);
+    q.stop();
+  });
+});
+
+describe('heap sizing', () => {
+  it('sets the growth factor unless node was started with one', () => {
+    assert.equal(tuneHeap(['--heap-growing-percent=50']), false);
+    assert.equal(tuneHeap(['--heap_growing_percent=50']), false);
+    assert.equal(tuneHeap(['--max-old-space-size=192']), true);
+  });
+});
