@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import { WebhookSink, signBody } from '../src/deliver/webhook.js';
+import { WebhookSink, signBody, tlsFromConfig } from '../src/deliver/webhook.js';
 import { SidekickSink, toFalcoEvent, PRIORITY_OF } from '../src/deliver/sidekick.js';
 import { StdoutSink } from '../src/deliver/stdout.js';
 import { parseRetryAfter, userAgent } from '../src/deliver/sink.js';
@@ -93,6 +93,53 @@ describe('deliver: sinks', function () {
     const expected = `sha256=${createHmac('sha256', 's3cret').update(req.body).digest('hex')}`;
     assert.equal(req.headers['x-t1612d-signature'], expected);
     assert.equal(signBody('s3cret', body), expected);
+  });
+
+  it("ignores custom headers that name t1612d's own, in any spelling, and says which", async () => {
+    const { logger, lines } = capturingLogger();
+    const own = { 'Content-Type': 'text/plain', 'Content-Length': '1', 'USER-AGENT': 'curl', 'X-T1612D-Signature': 'sha256=forged', 'x-t1612d-delivery': 'spoofed', Host: 'evil.example' };
+    const sink = webhook({ secret: 'k', logger, headers: { ...own, 'X-Custom': 'kept' } });
+    const alert = sampleAlert(4);
+    assert.equal((await sink.send(alert, JSON.stringify(alert))).kind, 'ok');
+    const req = rx.requests[0];
+    assert.ok(req);
+    assert.equal(req.headers['content-type'], 'application/json');
+    assert.equal(req.headers['user-agent'], userAgent());
+    assert.equal(req.headers['x-t1612d-signature'], signBody('k', req.body));
+    assert.equal(req.headers['x-t1612d-delivery'], alert.id);
+    assert.notEqual(req.headers['host'], 'evil.example');
+    assert.equal(req.headers['x-custom'], 'kept');
+    const warned = lines.filter((l) => l['msg'] === 'custom webhook header ignored: t1612d sets it itself');
+    assert.deepEqual(warned.map((l) => l['header']).sort(), Object.keys(own).sort());
+    assert.ok(warned.every((l) => l['sink'] === 'webhook' && l['level'] === 40));
+  });
+
+  it('is built from the configuration: URL, secret, headers, TLS settings; none without a URL', async () => {
+    const cfg = resolveConfig({
+      env: {},
+      overrides: { webhookUrl: rx.url, webhookSecret: 'from-config', webhookHeaders: { 'X-Team': 'sec' }, webhookInsecure: true, webhookCaFile: '/ca.pem' },
+    });
+    assert.deepEqual(tlsFromConfig(cfg), { caFile: '/ca.pem', certFile: undefined, keyFile: undefined, insecure: true });
+    assert.equal(WebhookSink.fromConfig(resolveConfig({ env: {} }), silentLogger()), undefined);
+    const sink = WebhookSink.fromConfig({ ...cfg, webhookCaFile: undefined, webhookInsecure: false }, silentLogger());
+    assert.ok(sink);
+    sinks.push(sink);
+    const alert = sampleAlert(5, { summary: 'ünïcode' });
+    assert.equal((await sink.send(alert, JSON.stringify(alert))).kind, 'ok');
+    const req = rx.requests[0];
+    assert.ok(req);
+    assert.ok(req.body.equals(Buffer.from(JSON.stringify(alert), 'utf8')));
+    assert.equal(req.headers['x-t1612d-signature'], signBody('from-config', JSON.stringify(alert)));
+    assert.equal(req.headers['x-team'], 'sec');
+  });
+
+  it('sends nothing once closed', async () => {
+    const sink = new WebhookSink({ url: rx.url, timeoutMs: 2_000, concurrency: 2, logger: silentLogger() });
+    await sink.close();
+    const alert = sampleAlert(6);
+    const r = await sink.send(alert, JSON.stringify(alert)).catch(() => ({ kind: 'threw' }));
+    assert.notEqual(r.kind, 'ok');
+    assert.equal(rx.requests.length, 0);
   });
 
   it('sends no signature without a secret', async () => {
