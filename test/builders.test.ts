@@ -95,6 +95,8 @@ describe('builders: which steps a build can run', () => {
     assert.equal(sameBuild('docker', 'buildah'), false);
     assert.equal(sameBuild('docker', 'containerd'), false);
     assert.equal(sameBuild('buildah', 'podman'), false);
+    assert.equal(sameBuild('buildah', 'buildkitd'), false);
+    assert.equal(sameBuild('containerd', 'buildkitd'), false);
     assert.equal(sameBuild('kaniko', 'docker'), false);
     assert.equal(sameBuild('unknown-engine', 'docker'), false);
   });
@@ -180,6 +182,8 @@ describe('builders: step markers in runtime arguments', () => {
 
   it('reads buildah\'s step name from runc and crun arguments', () => {
     assert.deepEqual(marks('runc start buildah-buildah3', 8, true), ['buildah buildah:buildah3']);
+    assert.deepEqual(marks('runc state buildah-buildah1234567890', 8, true), ['buildah buildah:buildah1234567890']);
+    assert.deepEqual(marks('runc state buildah-buildah12345678901', 8, true), []);
     assert.deepEqual(marks('buildah-buildah3', 8, true), ['buildah buildah:buildah3']);
     assert.deepEqual(marks('crun delete buildah-buildah3 --force', 8, true), ['buildah buildah:buildah3']);
     assert.deepEqual(marks('runc start xbuildah-buildah3', 8, true), []);
@@ -261,6 +265,7 @@ describe('builders: image references', () => {
     assert.equal(repositoryOf('localhost:5000/app:1'), 'localhost:5000/app');
     assert.equal(repositoryOf('localhost:5000/app'), 'localhost:5000/app');
     assert.equal(repositoryOf('quay.io/team/app'), 'quay.io/team/app');
+    assert.equal(repositoryOf('app'), 'app');
   });
 
   it('adds podman\'s localhost spelling for an unqualified Docker Hub library image only', () => {
