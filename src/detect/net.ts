@@ -158,7 +158,9 @@ export class CidrSet {
       if (!ip) continue;
       const v4 = ipv4ToInt(ip);
       if (v4 >= 0) {
-        const bits = bitsText === undefined ? 32 : Math.min(32, Number(bitsText));
+        // An IPv4-mapped network (`::ffff:192.0.2.0/120`) counts its prefix over 128 bits.
+        const given = bitsText === undefined ? 32 : Number(bitsText) - (addr.includes(':') ? 96 : 0);
+        const bits = Math.max(0, Math.min(32, given));
         const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
         this.v4.push({ net: (v4 & mask) >>> 0, mask });
       } else {
