@@ -105,11 +105,6 @@ export function nodeGroupOf(client: RedisClient, key: string): string {
   return nodes && nodes.length > 0 ? nodes.join(';') : `slot:${slot}`;
 }
 
-/** Whether the client is a Redis Cluster client. */
-export function isCluster(client: RedisClient): boolean {
-  return client instanceof Cluster;
-}
-
 type Pipeline = ReturnType<RedisClient['pipeline']>;
 
 /**
