@@ -1,0 +1,274 @@
+// What the Redis stores do beyond the shared contract, seen from Redis and from their answers:
+// the order of a batch's answers across buckets, how long a decision's token is honoured, the
+// first layout read next to the buckets, the sweep (its turn-taking, its record, its warning
+// about loose buckets), the round trips a batch costs, and build sessions across layouts.
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import type { DecideItem, DecideOptions } from '../src/store/first-seen.js';
+import { RedisBuildSessionStore } from '../src/store/redis/build-sessions.js';
+import { RedisFirstSeenStore } from '../src/store/redis/first-seen.js';
+import { envKeys, legacyKeys } from '../src/store/redis/keys.js';
+import { Layouts } from '../src/store/redis/layout.js';
+import { bucketOf, ipField } from '../src/store/redis/slots.js';
+import { sessionRecord } from './support/records.js';
+import { TestRedis } from './support/redis.js';
+
+const MIN = 60_000;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const RETENTION = 30 * DAY;
+const T0 = Date.UTC(2026, 3, 1);
+
+function opts(nowMs: number, extra: Partial<DecideOptions> = {}): DecideOptions {
+  return { nowMs, retentionMs: RETENTION, learningPeriodMs: 0, learningStartCandidate: nowMs, claimTtlMs: 60_000, ...extra };
+}
+function item(ip: string, token: string, claim: string | null = null, eventTimeMs = T0): DecideItem {
+  return { ip, eventTimeMs, token, claim };
+}
+
+/** Calls of one Redis command since the last CONFIG RESETSTAT. */
+async function calls(client: Redis, command: string): Promise<number> {
+  const info = await client.info('commandstats');
+  const m = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(info);
+  return Number(m?.[1] ?? 0);
+}
+
+describe('redis store behaviour', function () {
+  this.timeout(30_000);
+  let redis: TestRedis;
+  let client: Redis;
+  let prefix: string;
+  let env: string;
+  let store: RedisFirstSeenStore;
+
+  before(async () => {
+    redis = await TestRedis.start();
+    client = new Redis(redis.url);
+  });
+  after(async () => {
+    client.disconnect();
+    await redis.close();
+  });
+  beforeEach(() => {
+    prefix = TestRedis.prefix();
+    env = `e${Math.random().toString(36).slice(2, 6)}`;
+    store = new RedisFirstSeenStore(client, prefix, { buckets: 64, owner: 'daemon-a' });
+  });
+
+  describe('first-seen decisions', () => {
+    it('answers a batch in item order whatever buckets its IPs fall in', async () => {
+      const ips = Array.from({ length: 24 }, (_, i) => `198.51.100.${i + 1}`);
+      // Every third IP was seen before, each at its own time.
+      for (const [i, ip] of ips.entries()) {
+        if (i % 3 === 0) await store.decide(env, [item(ip, `old-${i}`)], opts(T0 - (i + 1) * HOUR));
+      }
+      const r = await store.decide(env, ips.map((ip, i) => item(ip, `new-${i}`, 's')), opts(T0));
+      assert.ok(new Set(ips.map((ip) => bucketOf(ipField(ip), 64))).size > 10, 'spread over many buckets');
+      assert.deepEqual(
+        r.results.map((x) => [x.isNew, x.claimed, x.firstSeenAt]),
+        ips.map((_, i) => (i % 3 === 0 ? [false, false, T0 - (i + 1) * HOUR] : [true, true, T0])),
+      );
+    });
+
+    it('an empty batch makes no round trip and writes nothing', async () => {
+      const r = await store.decide(env, [], opts(T0, { learningPeriodMs: HOUR }));
+      assert.deepEqual(r.results, []);
+      assert.deepEqual(await client.keys(`*${prefix}*`), []);
+    });
+
+    it('no learning period: no learning-start key is written', async () => {
+      await store.decide(env, [item('203.0.113.1', 'a')], opts(T0));
+      assert.equal(await client.exists(envKeys(prefix, env).learning), 0);
+    });
+
+    it('a learning-start key that holds no number is not taken for a start: the candidate is', async () => {
+      await client.set(envKeys(prefix, env).learning, 'not a time');
+      const o = opts(T0, { learningPeriodMs: HOUR, learningStartCandidate: T0 });
+      const a = await store.decide(env, [item('203.0.113.1', 'a', 's', T0 + 1)], o);
+      const b = await store.decide(env, [item('203.0.113.2', 'b', 's', T0 + 2)], o);
+      assert.deepEqual([a.learningStart, b.learningStart], [T0, T0]);
+      assert.deepEqual([a.results[0]?.learning, b.results[0]?.learning], [true, true]);
+    });
+
+    it('a daemon marks a bucket used once: later batches to it send no bitmap write', async () => {
+      await client.config('RESETSTAT');
+      await store.decide(env, [item('203.0.113.1', 'a')], opts(T0));
+      assert.equal(await calls(client, 'bitfield'), 1);
+      await store.decide(env, [item('203.0.113.1', 'b'), item('203.0.113.1', 'c')], opts(T0 + 1));
+      assert.equal(await calls(client, 'bitfield'), 1);
+      // Another daemon does not know what this one marked: it marks once too.
+      const other = new RedisFirstSeenStore(client, prefix, { buckets: 64 });
+      await other.decide(env, [item('203.0.113.1', 'd')], opts(T0 + 2));
+      await other.decide(env, [item('203.0.113.1', 'e')], opts(T0 + 3));
+      assert.equal(await calls(client, 'bitfield'), 2);
+    });
+
+    it('a zero claim TTL still claims (for a millisecond) instead of failing the batch', async () => {
+      const r = await store.decide(env, [item('203.0.113.5', 'a', 's')], opts(T0, { claimTtlMs: 0 }));
+      assert.equal(r.results[0]?.claimed, true);
+      assert.equal(await store.claim(env, 's2', '203.0.113.5', 'b', 0), true);
+      const r2 = await store.decide(env, [item('203.0.113.6', 'x', 's')], opts(T0, { claimTtlMs: 0.4, retentionMs: 0 }));
+      assert.equal(r2.results[0]?.claimed, true);
+    });
+
+    it('a decision token is honoured for a day: a retry after a refresh within it is still new, after it not', async () => {
+      await store.decide(env, [item('203.0.113.10', 'tok-a'), item('203.0.113.11', 'tok-b')], opts(T0));
+      // Other daemons refresh both IPs' last-seen, 23 hours and 25 hours later.
+      await store.decide(env, [item('203.0.113.10', '')], opts(T0 + 23 * HOUR));
+      await store.decide(env, [item('203.0.113.11', '')], opts(T0 + 25 * HOUR));
+      const r = await store.decide(env, [item('203.0.113.10', 'tok-a'), item('203.0.113.11', 'tok-b')], opts(T0 + 25 * HOUR + MIN));
+      assert.deepEqual(
+        r.results.map((x) => x.isNew),
+        [true, false],
+      );
+      // The same by a sweep: 23 hours keeps the token, 25 hours drops it.
+      await store.decide(env, [item('203.0.113.12', 'tok-c'), item('203.0.113.13', 'tok-d')], opts(T0 + 2 * DAY));
+      assert.equal(await store.maintain(env, T0 + 2 * DAY + 23 * HOUR, RETENTION), 4);
+      const c = await store.decide(env, [item('203.0.113.12', 'tok-c')], opts(T0 + 2 * DAY + 23 * HOUR));
+      assert.equal(c.results[0]?.isNew, true, 'kept by the sweep at 23 hours');
+      assert.equal(await store.maintain(env, T0 + 2 * DAY + 25 * HOUR, RETENTION), 4);
+      const d = await store.decide(env, [item('203.0.113.13', 'tok-d')], opts(T0 + 2 * DAY + 25 * HOUR));
+      assert.equal(d.results[0]?.isNew, false, 'dropped by the sweep at 25 hours');
+    });
+
+    it('works without a warn callback when the stored bucket count differs', async () => {
+      await new Layouts(client, prefix, 16).get(env);
+      const quiet = new RedisFirstSeenStore(client, prefix, { buckets: 64 });
+      const r = await quiet.decide(env, [item('203.0.113.20', 'a')], opts(T0));
+      assert.equal(r.results[0]?.isNew, true);
+      assert.equal((await quiet.layouts.get(env)).buckets, 16);
+    });
+
+    it('the first layout is read next to the buckets: first-seen from its record, retention applied, per item', async () => {
+      const lk = legacyKeys(prefix, env);
+      await client.zadd(lk.known, T0 - DAY, '192.0.2.1', T0 - 2 * DAY, '192.0.2.2', T0 - 31 * DAY, '192.0.2.3', T0 - RETENTION, '192.0.2.4');
+      await client.hset(lk.first, '192.0.2.1', `${T0 - 9 * DAY}|tok`, '192.0.2.4', `${T0 - 40 * DAY}`);
+      const r = await store.decide(
+        env,
+        ['192.0.2.9', '192.0.2.1', '192.0.2.2', '192.0.2.3', '192.0.2.4'].map((ip, i) => item(ip, `t${i}`, 's')),
+        opts(T0),
+      );
+      assert.deepEqual(
+        r.results.map((x) => [x.isNew, x.claimed, x.firstSeenAt]),
+        [
+          [true, true, T0],
+          [false, false, T0 - 9 * DAY],
+          [false, false, T0 - 2 * DAY],
+          [true, true, T0],
+          [false, false, T0 - 40 * DAY],
+        ],
+      );
+      // Known there: copied into its bucket with its first minute, last seen now.
+      const v = await client.hgetBuffer(envKeys(prefix, env).bucket(bucketOf(ipField('192.0.2.1'), 64)), ipField('192.0.2.1'));
+      assert.equal(v?.toString(), String(Math.floor((T0 - 9 * DAY) / MIN) * 2 ** 26 + T0 / MIN));
+      // Once the first layout is gone, its IPs are answered from the buckets alone.
+      await client.del(lk.known, lk.first);
+      const again = await store.decide(env, [item('192.0.2.2', 'u'), item('192.0.2.8', 'v')], opts(T0 + MIN));
+      assert.deepEqual(again.results.map((x) => x.isNew), [false, true]);
+    });
+  });
+
+  describe('maintenance sweep', () => {
+    it('records who swept, when and how many, for two sweep intervals', async () => {
+      await store.decide(env, [item('203.0.113.1', 'a'), item('203.0.113.2', 'b')], opts(T0));
+      assert.equal(await store.maintain(env, T0 + MIN, RETENTION), 2);
+      const k = envKeys(prefix, env);
+      assert.deepEqual(await client.hgetall(k.sweep), { at: String(T0 + MIN), count: '2', by: 'daemon-a' });
+      const ttl = await client.pttl(k.sweep);
+      assert.ok(ttl > 2 * HOUR && ttl <= 2 * HOUR + MIN, `PTTL ${ttl}`);
+      assert.equal(await client.exists(k.sweepLock), 0, 'the lock is released');
+    });
+
+    it('names a daemon t1612d-<pid>-<random> unless told, each daemon its own', async () => {
+      const a = new RedisFirstSeenStore(client, prefix, { buckets: 64 });
+      const b = new RedisFirstSeenStore(client, prefix, { buckets: 64 });
+      await a.maintain('ea', T0, RETENTION);
+      await b.maintain('eb', T0, RETENTION);
+      const byA = await client.hget(envKeys(prefix, 'ea').sweep, 'by');
+      const byB = await client.hget(envKeys(prefix, 'eb').sweep, 'by');
+      assert.match(byA ?? '', new RegExp(`^t1612d-${process.pid}-[0-9a-z]{1,6}$`));
+      assert.match(byB ?? '', new RegExp(`^t1612d-${process.pid}-[0-9a-z]{1,6}$`));
+      assert.notEqual(byA, byB);
+    });
+
+    it('while another daemon sweeps, answers the size its last sweep found (0 before any) and drops nothing', async () => {
+      const k = envKeys(prefix, env);
+      await store.decide(env, [item('203.0.113.1', 'a'), item('203.0.113.2', 'b'), item('203.0.113.3', 'c')], opts(T0));
+      await client.set(k.sweepLock, 'daemon-b', 'PX', 60_000);
+      assert.equal(await store.maintain(env, T0 + 40 * DAY, RETENTION), 0);
+      await client.del(k.sweepLock);
+      assert.equal(await store.maintain(env, T0 + MIN, RETENTION), 3);
+      await client.set(k.sweepLock, 'daemon-b', 'PX', 60_000);
+      assert.equal(await store.maintain(env, T0 + 40 * DAY, RETENTION), 3);
+      assert.equal(await client.get(k.sweepLock), 'daemon-b', 'the other daemon keeps its lock');
+      await client.del(k.sweepLock);
+      assert.equal(await store.maintain(env, T0 + 40 * DAY, RETENTION), 0);
+    });
+
+    it('concurrent maintenance calls share one sweep and its answer; the next call sweeps again', async () => {
+      await store.decide(env, [item('203.0.113.1', 'a'), item('203.0.113.2', 'b')], opts(T0));
+      const [a, b] = await Promise.all([store.maintain(env, T0 + DAY, RETENTION), store.maintain(env, T0 + 40 * DAY, RETENTION)]);
+      assert.deepEqual([a, b], [2, 2]);
+      assert.equal(await store.maintain(env, T0 + 40 * DAY, RETENTION), 0);
+    });
+
+    it('warns once when buckets outgrow the compact hash encoding', async () => {
+      const was = (await client.config('GET', 'hash-max-listpack-entries')) as string[];
+      await client.config('SET', 'hash-max-listpack-entries', '2');
+      try {
+        const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
+        const one = new RedisFirstSeenStore(client, prefix, { buckets: 1, warn: (fields, msg) => warnings.push({ fields, msg }) });
+        await one.decide(env, [item('10.0.0.1', 'a')], opts(T0));
+        assert.equal(await one.maintain(env, T0, RETENTION), 1);
+        assert.equal(warnings.length, 0, 'compact: no warning');
+        await one.decide(env, ['10.0.0.2', '10.0.0.3', '10.0.0.4'].map((ip) => item(ip, ip)), opts(T0));
+        assert.equal(await one.maintain(env, T0 + HOUR, RETENTION), 4);
+        assert.deepEqual(warnings.map((w) => w.fields), [{ environment: env, buckets: 1, looseBuckets: 1, ips: 4 }]);
+        assert.match(warnings[0]?.msg ?? '', /hash-max-listpack-entries/);
+        assert.equal(await one.maintain(env, T0 + 2 * HOUR, RETENTION), 4);
+        assert.equal(warnings.length, 1, 'once per daemon');
+      } finally {
+        await client.config('SET', 'hash-max-listpack-entries', was[1] ?? '128');
+      }
+    });
+  });
+
+  describe('build sessions', () => {
+    const host = 'h1';
+    it('the current layout wins over the first one for the same session and for the remote accept', async () => {
+      const layouts = new Layouts(client, prefix, 8);
+      const sessions = new RedisBuildSessionStore(client, prefix, layouts);
+      const now = sessionRecord({ id: 'a', host, startedAt: T0, images: ['new:1'] });
+      const old = sessionRecord({ id: 'a', host, startedAt: T0, images: ['old:1'] });
+      const onlyOld = sessionRecord({ id: 'b', host, startedAt: T0 });
+      await sessions.write(env, [{ host, upsert: [now], remove: [], remote: { peer: '198.51.100.1:1', timeMs: T0 } }], 60_000);
+      await client.hset(
+        legacyKeys(prefix, env).sessions(host),
+        'a', JSON.stringify(old),
+        'b', JSON.stringify(onlyOld),
+        '~remote', JSON.stringify({ peer: '198.51.100.2:2', timeMs: T0 + 5 }),
+      );
+      const got = (await sessions.load(env, [host])).get(host);
+      assert.deepEqual(got?.sessions, [now, onlyOld]);
+      assert.equal(got?.remote?.peer, '198.51.100.1:1');
+      // A host with only a first-layout remote accept gets that one.
+      await client.hset(legacyKeys(prefix, env).sessions('h2'), '~remote', JSON.stringify({ peer: '198.51.100.3:3', timeMs: T0 }));
+      assert.equal((await sessions.load(env, ['h2'])).get('h2')?.remote?.peer, '198.51.100.3:3');
+    });
+
+    it('a write\'s TTL is rounded to whole milliseconds, at least one', async () => {
+      const sessions = new RedisBuildSessionStore(client, prefix);
+      await sessions.write(env, [{ host, upsert: [sessionRecord({ id: 'a', host, startedAt: T0 })], remove: [] }], 5_000.6);
+      const ttl = await client.pttl(envKeys(prefix, env).sessions(host));
+      assert.ok(ttl > 4_000 && ttl <= 5_001, `PTTL ${ttl}`);
+      await sessions.write(env, [{ host, upsert: [], remove: [] }], 0.2);
+      assert.ok((await client.pttl(envKeys(prefix, env).sessions(host))) <= 1);
+    });
+
+    it('loading no hosts asks Redis nothing', async () => {
+      const sessions = new RedisBuildSessionStore(client, prefix, new Layouts(client, prefix, 8));
+      assert.deepEqual(await sessions.load(env, []), new Map());
+      assert.deepEqual(await client.keys(`*${prefix}*`), []);
+    });
+  });
+});
