@@ -4,7 +4,12 @@
 // about loose buckets), the round trips a batch costs, and build sessions across layouts.
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { silentLogger } from '../src/ops/logger.js';
+import { Metrics } from '../src/ops/metrics.js';
 import type { DecideItem, DecideOptions } from '../src/store/first-seen.js';
+import { createStores, memoryStores, migrateKnownIps, type Stores } from '../src/store/stores.js';
+import { createRedisClient, waitReady } from '../src/store/redis/connection.js';
 import { RedisBuildSessionStore } from '../src/store/redis/build-sessions.js';
 import { RedisFirstSeenStore } from '../src/store/redis/first-seen.js';
 import { envKeys, legacyKeys } from '../src/store/redis/keys.js';
@@ -12,6 +17,8 @@ import { Layouts } from '../src/store/redis/layout.js';
 import { bucketOf, ipField } from '../src/store/redis/slots.js';
 import { sessionRecord } from './support/records.js';
 import { TestRedis } from './support/redis.js';
+import { testConfig } from './support/scenarios.js';
+import { waitFor } from './support/wait.js';
 
 const MIN = 60_000;
 const HOUR = 3_600_000;
@@ -270,5 +277,182 @@ describe('redis store behaviour', function () {
       assert.deepEqual(await sessions.load(env, []), new Map());
       assert.deepEqual(await client.keys(`*${prefix}*`), []);
     });
+  });
+});
+
+describe('redis key names', function () {
+  this.timeout(30_000);
+  let redis: TestRedis;
+  let client: Redis;
+  before(async () => {
+    redis = await TestRedis.start();
+    client = new Redis(redis.url);
+  });
+  after(async () => {
+    client.disconnect();
+    await redis.close();
+  });
+
+  it('an environment\'s keys are named as documented, each with its hash tag', async () => {
+    const p = TestRedis.prefix();
+    const store = new RedisFirstSeenStore(client, p, { buckets: 1 });
+    await store.decide('E', [item('203.0.113.1', 'a', 'S', T0 + 2 * HOUR)], opts(T0, { learningPeriodMs: HOUR }));
+    await store.maintain('E', T0, RETENTION);
+    await new RedisBuildSessionStore(client, p).write('E', [{ host: 'H', upsert: [sessionRecord({ id: 'a', host: 'H', startedAt: T0 })], remove: [] }], 60_000);
+    await client.set(envKeys(p, 'E').migrateLock, 'x');
+    await client.set(envKeys(p, 'E').sweepLock, 'x');
+    assert.deepEqual((await client.keys(`*${p}*`)).sort(), [
+      `{${p}:E:host:H}:sessions`,
+      `{${p}:E:ip:0}:alerted:S:203.0.113.1`,
+      `{${p}:E:ip:0}:known`,
+      `{${p}:E}:buckets-used`,
+      `{${p}:E}:layout`,
+      `{${p}:E}:learning-start`,
+      `{${p}:E}:migrate-lock`,
+      `{${p}:E}:sweep`,
+      `{${p}:E}:sweep-lock`,
+    ]);
+    assert.equal(envKeys(p, 'E').tag, `{${p}:E}`);
+    assert.deepEqual(envKeys(p, 'E').lane('webhook'), {
+      stream: `{${p}:E:lane:webhook}:outbox`,
+      dead: `{${p}:E:lane:webhook}:outbox:dead`,
+      attempts: `{${p}:E:lane:webhook}:outbox:attempts`,
+    });
+    const lk = legacyKeys(p, 'E');
+    assert.deepEqual(
+      [lk.known, lk.first, lk.sessions('H'), lk.outbox.stream, lk.outbox.dead, lk.outbox.attempts('webhook')],
+      [`{${p}:E}:known`, `{${p}:E}:first`, `{${p}:E}:sessions:H`, `{${p}:E}:outbox`, `{${p}:E}:outbox:dead`, `{${p}:E}:outbox:attempts:webhook`],
+    );
+    const long = 'h'.repeat(300);
+    assert.equal(lk.sessions(long), `{${p}:E}:sessions:${'h'.repeat(253)}`);
+  });
+});
+
+for (const kind of ['memory', 'redis'] as const) {
+  describe(`first-seen clocks (${kind})`, () => {
+    let redis: TestRedis | undefined;
+    let stores: Stores;
+    before(async () => {
+      if (kind === 'redis') redis = await TestRedis.start();
+    });
+    after(async () => {
+      await redis?.close();
+    });
+    beforeEach(async () => {
+      const cfg = testConfig(redis ? { redisUrl: redis.url, redisPrefix: TestRedis.prefix() } : {});
+      stores = await createStores(cfg, { logger: silentLogger(), metrics: new Metrics() });
+    });
+    afterEach(async () => {
+      await stores.close();
+    });
+
+    it('an observation stamped earlier than the last one does not pull last-seen back', async () => {
+      await stores.firstSeen.decide('e', [item('203.0.113.1', 'a')], opts(T0));
+      await stores.firstSeen.decide('e', [item('203.0.113.1', '')], opts(T0 + 10 * DAY));
+      await stores.firstSeen.decide('e', [item('203.0.113.1', '')], opts(T0 + DAY));
+      // Last seen day 10: still known on day 39, and kept by maintenance then.
+      assert.equal(await stores.firstSeen.maintain('e', T0 + 39 * DAY, RETENTION), 1);
+      const r = await stores.firstSeen.decide('e', [item('203.0.113.1', 'b')], opts(T0 + 39 * DAY));
+      assert.deepEqual(r.results[0], { isNew: false, firstSeenAt: T0, learning: false, claimed: false });
+    });
+  });
+}
+
+describe('redis connection over outages', function () {
+  this.timeout(60_000);
+  interface Line { msg: string; err?: string }
+
+  it('logs each outage once and each recovery, backs off from a short first delay, and the gauge follows', async () => {
+    const redis = await TestRedis.start();
+    const lines: Line[] = [];
+    const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) });
+    const client = createRedisClient({ url: redis.url, name: 't1612d-outage', logger });
+    const delays: number[][] = [];
+    client.on('reconnecting', (ms: number) => delays.at(-1)?.push(ms));
+    const metrics = new Metrics();
+    const stores = await createStores(testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix() }), { logger: silentLogger(), metrics });
+    const gauge = async (): Promise<number | undefined> => (await metrics.redisConnected.get()).values[0]?.value;
+    const count = (msg: string): number => lines.filter((l) => l.msg === msg).length;
+    try {
+      await waitReady(client, 10_000);
+      assert.equal(await gauge(), 1);
+      for (const outage of [1, 2]) {
+        delays.push([]);
+        await redis.stop();
+        await waitFor(`error log of outage ${outage}`, () => count('redis error') === outage);
+        await waitFor('the gauge to drop', async () => (await gauge()) === 0);
+        assert.equal(stores.redisUp(), false);
+        await waitFor('a few reconnection attempts', () => (delays.at(-1)?.length ?? 0) >= 2);
+        await redis.restart();
+        await waitFor(`recovery ${outage}`, () => count('redis connected') === outage, 20_000);
+        await waitFor('the gauge to rise', async () => (await gauge()) === 1);
+        await waitReady(client, 1);
+      }
+      assert.equal(count('redis error'), 2, 'the same error again after a recovery is logged again');
+      for (const d of delays) {
+        assert.ok((d[0] ?? Infinity) <= 500, `first retry after ${d[0]} ms`);
+        for (let i = 1; i < d.length; i++) assert.ok((d[i] ?? 0) >= (d[i - 1] ?? 0) && (d[i] ?? 0) <= 5_000, d.join(','));
+      }
+    } finally {
+      client.disconnect();
+      await stores.close();
+      await redis.close();
+    }
+  });
+});
+
+describe('`t1612d migrate` (migrateKnownIps)', function () {
+  this.timeout(30_000);
+  let redis: TestRedis;
+  let client: Redis;
+  before(async () => {
+    redis = await TestRedis.start();
+    client = new Redis(redis.url);
+  });
+  after(async () => {
+    client.disconnect();
+    await redis.close();
+  });
+
+  it('needs Redis', async () => {
+    await assert.rejects(migrateKnownIps(testConfig({}), { logger: silentLogger() }), /migrate needs redis_url or redis_cluster_nodes/);
+  });
+
+  it('waits for another daemon\'s lock, then moves the set on the given clock and reports running totals', async () => {
+    const prefix = TestRedis.prefix();
+    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: prefix, environment: 'm', knownIpBuckets: 8 });
+    const lk = legacyKeys(prefix, 'm');
+    // Fresh on the injected clock (T0), long past the retention on the wall clock.
+    await client.zadd(lk.known, T0 - DAY, '192.0.2.1', T0 - 2 * DAY, '192.0.2.2', T0 - 40 * DAY, '192.0.2.3');
+    await client.set(envKeys(prefix, 'm').migrateLock, 'daemon-b', 'PX', 700);
+    const progress: [number, number][] = [];
+    const started = Date.now();
+    const r = await migrateKnownIps(cfg, { logger: silentLogger(), now: () => T0, progress: (m, e) => progress.push([m, e]) });
+    assert.ok(Date.now() - started >= 500, 'waited for the lock');
+    assert.deepEqual(r, { moved: 2, expired: 1, buckets: 8 });
+    assert.deepEqual(progress, [[2, 1]]);
+    assert.equal(await client.exists(lk.known), 0);
+    const store = new RedisFirstSeenStore(client, prefix, { buckets: 8 });
+    const known = await store.decide('m', ['192.0.2.1', '192.0.2.2', '192.0.2.3'].map((ip) => item(ip, 'x')), opts(T0));
+    assert.deepEqual(known.results.map((x) => x.isNew), [false, false, true]);
+  });
+
+  it('stops once another daemon has finished the move', async () => {
+    const prefix = TestRedis.prefix();
+    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: prefix, environment: 'm' });
+    const lk = legacyKeys(prefix, 'm');
+    await client.zadd(lk.known, Date.now(), '192.0.2.1');
+    await client.set(envKeys(prefix, 'm').migrateLock, 'daemon-b', 'PX', 60_000);
+    setTimeout(() => void client.del(lk.known), 200);
+    const r = await migrateKnownIps(cfg, { logger: silentLogger() });
+    assert.deepEqual(r, { moved: 0, expired: 0, buckets: cfg.knownIpBuckets });
+    assert.equal(await client.get(envKeys(prefix, 'm').migrateLock), 'daemon-b');
+  });
+
+  it('in-memory stores answer without Redis', async () => {
+    const s = memoryStores(testConfig({}));
+    assert.equal(s.kind, 'memory');
+    assert.equal(s.redisUp(), true);
+    await s.close();
   });
 });
