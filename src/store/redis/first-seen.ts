@@ -196,6 +196,12 @@ return 0
 
 type ScriptFn = (...args: (string | number | Buffer)[]) => Promise<unknown>;
 type PipeScript = (...args: (string | number | Buffer)[]) => unknown;
+/** The same scripts queued on a pipeline (t1612dLearning is defined by Layouts). */
+interface PipeScripts {
+  t1612dDecide2: PipeScript;
+  t1612dSweep: PipeScript;
+  t1612dLearning: PipeScript;
+}
 
 interface Scripted {
   t1612dDecide2: ScriptFn;
@@ -265,14 +271,17 @@ export class RedisFirstSeenStore implements FirstSeenStore {
       if (!list) byBucket.set(b, (list = []));
       list.push(i);
     });
-    type Work = { key: string; bucket?: number; learning?: true; mark?: number[] };
-    const work: Work[] = [...byBucket.keys()].map((b) => ({ key: k.bucket(b), bucket: b }));
+    type Work =
+      | { kind: 'bucket'; key: string; bucket: number; items: number[] }
+      | { kind: 'learning'; key: string }
+      | { kind: 'mark'; key: string; buckets: number[] };
+    const work: Work[] = [...byBucket].map(([b, list]) => ({ kind: 'bucket', key: k.bucket(b), bucket: b, items: list }));
     // The learning key's TTL is refreshed with every batch, on the same round trip.
-    if (o.learningPeriodMs > 0) work.push({ key: k.learning, learning: true });
+    if (o.learningPeriodMs > 0) work.push({ kind: 'learning', key: k.learning });
     // Buckets this daemon has not marked used yet are marked on the same round trip, so no
     // bucket holds an IP the sweep would not visit.
     const unmarked = [...byBucket.keys()].filter((b) => layout.marked[b] !== 1);
-    if (unmarked.length > 0) work.push({ key: k.used, mark: unmarked });
+    if (unmarked.length > 0) work.push({ kind: 'mark', key: k.used, buckets: unmarked });
     const nowMs = o.nowMs;
     const head = [
       minuteOf(nowMs),
@@ -288,43 +297,43 @@ export class RedisFirstSeenStore implements FirstSeenStore {
       work,
       (w) => w.key,
       (pipe, w) => {
-        const p = pipe as unknown as Record<string, PipeScript>;
-        if (w.mark) {
-          pipe.call('BITFIELD', w.key, ...markArgs(w.mark));
+        const p = pipe as unknown as PipeScripts;
+        if (w.kind === 'mark') {
+          pipe.call('BITFIELD', w.key, ...markArgs(w.buckets));
           return;
         }
-        if (w.learning) {
-          p.t1612dLearning?.(w.key, o.learningStartCandidate, learningTtl);
+        if (w.kind === 'learning') {
+          p.t1612dLearning(w.key, o.learningStartCandidate, learningTtl);
           return;
         }
         const keys = [w.key];
         const args: (string | number | Buffer)[] = [...head];
-        for (const i of byBucket.get(w.bucket ?? -1) ?? []) {
+        for (const i of w.items) {
           const it = items[i] as DecideItem;
           let ci = 0;
           if (it.claim !== null) {
-            keys.push(k.alerted(w.bucket ?? 0, it.claim, it.ip));
+            keys.push(k.alerted(w.bucket, it.claim, it.ip));
             ci = keys.length;
           }
           args.push(fields[i] as Buffer, it.eventTimeMs, it.token, ci, legacyFirst?.[i] ?? -1);
         }
-        p.t1612dDecide2?.(keys.length, ...keys, ...args);
+        p.t1612dDecide2(keys.length, ...keys, ...args);
       },
     );
     const out: DecideResult[] = new Array<DecideResult>(items.length);
     for (const w of work) {
       const reply = replies.get(w);
-      if (w.mark) {
-        for (const b of w.mark) layout.marked[b] = 1;
+      if (w.kind === 'mark') {
+        for (const b of w.buckets) layout.marked[b] = 1;
         continue;
       }
-      if (w.learning) {
+      if (w.kind === 'learning') {
         const start = Number(reply);
         if (Number.isFinite(start)) layout.learningStart = start;
         continue;
       }
       const r = reply as number[];
-      (byBucket.get(w.bucket ?? -1) ?? []).forEach((i, j) => {
+      w.items.forEach((i, j) => {
         const b = j * 4;
         out[i] = { isNew: r[b] === 1, firstSeenAt: Number(r[b + 1]), learning: r[b + 2] === 1, claimed: r[b + 3] === 1 };
       });
@@ -345,7 +354,7 @@ export class RedisFirstSeenStore implements FirstSeenStore {
       layout.legacy = false;
       return items.map(() => -1);
     }
-    return items.map((_, i) => Number(reply[i + 1] ?? -1));
+    return items.map((_, i) => Number(reply[i + 1]));
   }
 
   async claim(environment: string, sessionId: string, ip: string, token: string, ttlMs: number): Promise<boolean> {
@@ -395,7 +404,7 @@ export class RedisFirstSeenStore implements FirstSeenStore {
         this.client,
         chunk,
         (b) => k.bucket(b),
-        (pipe, b) => (pipe as unknown as Record<string, PipeScript>).t1612dSweep?.(k.bucket(b), cutoff, nowMs - TOKEN_KEEP_MS),
+        (pipe, b) => (pipe as unknown as PipeScripts).t1612dSweep(k.bucket(b), cutoff, nowMs - TOKEN_KEEP_MS),
       );
       for (const r of replies.values()) {
         const [n, , compact] = r as [number, number, number];
