@@ -175,6 +175,61 @@ describe('redis store behaviour', function () {
     });
   });
 
+    it('several IPs of one bucket are answered each with its own result', async () => {
+      const one = new RedisFirstSeenStore(client, prefix, { buckets: 1 });
+      await one.decide(env, [item('10.0.0.2', 'a')], opts(T0 - DAY));
+      await one.decide(env, [item('10.0.0.4', 'b')], opts(T0 - 2 * DAY));
+      const r = await one.decide(env, ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'].map((ip, i) => item(ip, `t${i}`, 's')), opts(T0));
+      assert.deepEqual(
+        r.results.map((x) => [x.isNew, x.claimed, x.firstSeenAt]),
+        [
+          [true, true, T0],
+          [false, false, T0 - DAY],
+          [true, true, T0],
+          [false, false, T0 - 2 * DAY],
+        ],
+      );
+    });
+
+    it('a learning start another daemon recorded after this one\'s expired is taken from the next batch on', async () => {
+      const k = envKeys(prefix, env);
+      const o = (candidate: number): DecideOptions => opts(T0, { learningPeriodMs: HOUR, learningStartCandidate: candidate });
+      assert.equal((await store.decide(env, [item('203.0.113.1', 'a')], o(T0))).learningStart, T0);
+      // The key expired and another daemon started a new period.
+      await client.set(k.learning, String(T0 + 5 * HOUR));
+      assert.equal((await store.decide(env, [item('203.0.113.2', 'b')], o(T0 + 9 * HOUR))).learningStart, T0, 'this batch: the start it knew');
+      const next = await store.decide(env, [item('203.0.113.3', 'c', 's', T0 + 5 * HOUR + 1)], o(T0 + 9 * HOUR));
+      assert.equal(next.learningStart, T0 + 5 * HOUR);
+      assert.equal(next.results[0]?.learning, true);
+    });
+
+    it('a learning period starting at the epoch is a start like any other', async () => {
+      const r = await store.decide(env, [item('203.0.113.1', 'a', 's', 10)], opts(T0, { learningPeriodMs: HOUR, learningStartCandidate: 0 }));
+      assert.equal(r.learningStart, 0);
+      assert.equal(r.results[0]?.learning, true);
+    });
+
+    it('once the first layout is gone it is no longer looked up, and maintenance does not look for one', async () => {
+      const lk = legacyKeys(prefix, env);
+      await client.zadd(lk.known, T0 - DAY, '192.0.2.1');
+      assert.equal((await store.decide(env, [item('192.0.2.1', 'a')], opts(T0))).results[0]?.isNew, false);
+      await client.del(lk.known);
+      await store.decide(env, [item('192.0.2.2', 'b')], opts(T0));
+      await client.config('RESETSTAT');
+      await store.decide(env, [item('192.0.2.3', 'c')], opts(T0));
+      await store.maintain(env, T0, RETENTION);
+      assert.equal(await calls(client, 'exists'), 0, 'no look-up of the first layout');
+      assert.equal(await calls(client, 'zrange'), 0, 'no migration step');
+      // A daemon that never saw the first layout does not look for it either.
+      const fresh = new RedisFirstSeenStore(client, prefix, { buckets: 64 });
+      await fresh.layouts.get(`${env}-2`);
+      await client.config('RESETSTAT');
+      await fresh.decide(`${env}-2`, [item('192.0.2.3', 'c')], opts(T0));
+      await fresh.maintain(`${env}-2`, T0, RETENTION);
+      assert.equal(await calls(client, 'exists'), 0);
+      assert.equal(await calls(client, 'zrange'), 0);
+    });
+
   describe('maintenance sweep', () => {
     it('records who swept, when and how many, for two sweep intervals', async () => {
       await store.decide(env, [item('203.0.113.1', 'a'), item('203.0.113.2', 'b')], opts(T0));
