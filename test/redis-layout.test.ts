@@ -14,8 +14,13 @@ import { envKeys, legacyKeys } from '../src/store/redis/keys.js';
 import { Layouts, markArgs, usedBuckets } from '../src/store/redis/layout.js';
 import { migrateLegacy } from '../src/store/redis/migrate.js';
 import { bucketOf, ipField, keySlot, pipelinePerNode } from '../src/store/redis/slots.js';
+import { silentLogger } from '../src/ops/logger.js';
+import { Metrics } from '../src/ops/metrics.js';
+import { createStores } from '../src/store/stores.js';
 import { sessionRecord } from './support/records.js';
 import { TestRedis, freePort, spawnRedisServer } from './support/redis.js';
+import { testConfig } from './support/scenarios.js';
+import { waitFor } from './support/wait.js';
 
 const MIN = 60_000;
 const HOUR = 3_600_000;
@@ -28,6 +33,7 @@ describe('redis layout: cluster slots', () => {
   let child: ChildProcess | undefined;
   let dir = '';
   let node: Redis;
+  let nodeAddress = '';
 
   before(async function () {
     this.timeout(30_000);
@@ -36,10 +42,13 @@ describe('redis layout: cluster slots', () => {
     const port = await freePort();
     child = await spawnRedisServer(
       ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'),
-        '--save', '', '--appendonly', 'no', '--dir', dir],
+        '--cluster-announce-ip', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
       'keyslot node',
     );
     node = new Redis({ port, host: '127.0.0.1' });
+    // Serving every slot, it is also a one-node cluster.
+    await node.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    nodeAddress = `127.0.0.1:${port}`;
   });
   after(() => {
     node?.disconnect();
@@ -58,6 +67,31 @@ describe('redis layout: cluster slots', () => {
     for (const key of keys) {
       const want = Number(await node.cluster('KEYSLOT', key));
       assert.equal(keySlot(key), want, JSON.stringify(key));
+    }
+  });
+
+  it('the stores on a cluster client: decisions, sweep, migration and sessions, pipelined per node', async () => {
+    await waitFor('the one-node cluster', async () => String(await node.call('CLUSTER', 'INFO')).includes('cluster_state:ok'));
+    const prefix = TestRedis.prefix();
+    const now = Date.now();
+    await node.zadd(legacyKeys(prefix, 'e').known, now - DAY, '192.0.2.1', now - DAY, '192.0.2.2');
+    const stores = await createStores(testConfig({ redisClusterNodes: [nodeAddress], redisPrefix: prefix, knownIpBuckets: 16 }), {
+      logger: silentLogger(),
+      metrics: new Metrics(),
+    });
+    try {
+      await waitFor('the cluster client', () => stores.redisUp());
+      const ips = Array.from({ length: 40 }, (_, i) => `198.51.100.${i}`);
+      const o = { nowMs: now, retentionMs: RETENTION, learningPeriodMs: 0, learningStartCandidate: now, claimTtlMs: 60_000 };
+      const r = await stores.firstSeen.decide('e', ['192.0.2.1', ...ips].map((ip, i) => ({ ip, eventTimeMs: now, token: `t${i}`, claim: 's' })), o);
+      assert.deepEqual(r.results.map((x) => x.isNew), [false, ...ips.map(() => true)]);
+      assert.equal(await stores.firstSeen.maintain('e', now, RETENTION), 42, 'the first layout moved in, every bucket swept');
+      const hosts = ['h1', 'h2', 'h3'];
+      await stores.sessions.write('e', hosts.map((host) => ({ host, upsert: [sessionRecord({ id: `s-${host}`, host, startedAt: now })], remove: [] })), 60_000);
+      const loaded = await stores.sessions.load('e', hosts);
+      assert.deepEqual(hosts.map((h) => loaded.get(h)?.sessions[0]?.id), ['s-h1', 's-h2', 's-h3']);
+    } finally {
+      await stores.close();
     }
   });
 
