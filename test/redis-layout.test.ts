@@ -81,6 +81,7 @@ describe('redis layout: cluster slots', () => {
     });
     try {
       await waitFor('the cluster client', () => stores.redisUp());
+      assert.match(String(await node.call('CLIENT', 'LIST')), /name=t1612d-correlator /, 'cluster connections are named too');
       const ips = Array.from({ length: 40 }, (_, i) => `198.51.100.${i}`);
       const o = { nowMs: now, retentionMs: RETENTION, learningPeriodMs: 0, learningStartCandidate: now, claimTtlMs: 60_000 };
       const r = await stores.firstSeen.decide('e', ['192.0.2.1', ...ips].map((ip, i) => ({ ip, eventTimeMs: now, token: `t${i}`, claim: 's' })), o);

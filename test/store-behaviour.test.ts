@@ -16,7 +16,7 @@ import { envKeys, legacyKeys } from '../src/store/redis/keys.js';
 import { Layouts } from '../src/store/redis/layout.js';
 import { bucketOf, ipField } from '../src/store/redis/slots.js';
 import { sessionRecord } from './support/records.js';
-import { TestRedis } from './support/redis.js';
+import { TestRedis, freePort } from './support/redis.js';
 import { testConfig } from './support/scenarios.js';
 import { waitFor } from './support/wait.js';
 
@@ -452,6 +452,53 @@ describe('redis connection over outages', function () {
       client.disconnect();
       await stores.close();
       await redis.close();
+    }
+  });
+});
+
+describe('redis clients: in-flight commands and clusters', function () {
+  this.timeout(30_000);
+
+  it('a command in flight when Redis goes away fails after a retry; a blocking client\'s read survives the outage', async () => {
+    const redis = await TestRedis.start();
+    const plain = createRedisClient({ url: redis.url, logger: silentLogger() });
+    const blocking = createRedisClient({ url: redis.url, blocking: true, logger: silentLogger() });
+    try {
+      await Promise.all([waitReady(plain), waitReady(blocking)]);
+      const failed = plain.blpop('plain-list', 0).then(
+        () => 'answered',
+        (err: Error) => err.message,
+      );
+      const read = blocking.blpop('blocking-list', 0);
+      await new Promise((r) => setTimeout(r, 100));
+      await redis.stop();
+      assert.match(await failed, /max retries/i);
+      await redis.restart();
+      await waitReady(blocking, 20_000);
+      const pusher = redis.client();
+      try {
+        await waitFor('the read to be waiting again', async () => String(await pusher.call('CLIENT', 'LIST')).includes('cmd=blpop'));
+        await pusher.lpush('blocking-list', 'v');
+      } finally {
+        pusher.disconnect();
+      }
+      assert.deepEqual(await read, ['blocking-list', 'v']);
+    } finally {
+      plain.disconnect();
+      blocking.disconnect();
+      await redis.close();
+    }
+  });
+
+  it('a cluster client fails fast while no node answers', async () => {
+    const port = await freePort();
+    const client = createRedisClient({ clusterNodes: [`127.0.0.1:${port}`], logger: silentLogger() });
+    try {
+      const started = Date.now();
+      await assert.rejects(client.get('x'));
+      assert.ok(Date.now() - started < 2_000, 'no offline queue');
+    } finally {
+      client.disconnect();
     }
   });
 });
