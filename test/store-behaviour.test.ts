@@ -14,9 +14,10 @@ import { RedisBuildSessionStore } from '../src/store/redis/build-sessions.js';
 import { RedisFirstSeenStore } from '../src/store/redis/first-seen.js';
 import { envKeys, legacyKeys } from '../src/store/redis/keys.js';
 import { Layouts } from '../src/store/redis/layout.js';
+import { MemoryBuildSessionStore } from '../src/store/memory/build-sessions.js';
 import { bucketOf, ipField } from '../src/store/redis/slots.js';
 import { sessionRecord } from './support/records.js';
-import { TestRedis, freePort } from './support/redis.js';
+import { TestRedis, freePort, spawnRedisServer } from './support/redis.js';
 import { testConfig } from './support/scenarios.js';
 import { waitFor } from './support/wait.js';
 
@@ -201,12 +202,6 @@ describe('redis store behaviour', function () {
       const next = await store.decide(env, [item('203.0.113.3', 'c', 's', T0 + 5 * HOUR + 1)], o(T0 + 9 * HOUR));
       assert.equal(next.learningStart, T0 + 5 * HOUR);
       assert.equal(next.results[0]?.learning, true);
-    });
-
-    it('a learning period starting at the epoch is a start like any other', async () => {
-      const r = await store.decide(env, [item('203.0.113.1', 'a', 's', 10)], opts(T0, { learningPeriodMs: HOUR, learningStartCandidate: 0 }));
-      assert.equal(r.learningStart, 0);
-      assert.equal(r.results[0]?.learning, true);
     });
 
     it('once the first layout is gone it is no longer looked up, and maintenance does not look for one', async () => {
@@ -401,6 +396,12 @@ for (const kind of ['memory', 'redis'] as const) {
       await stores.close();
     });
 
+    it('a learning period starting at the epoch is a start like any other', async () => {
+      const r = await stores.firstSeen.decide('e', [item('203.0.113.9', 'a', 's', 10)], opts(T0, { learningPeriodMs: HOUR, learningStartCandidate: 0 }));
+      assert.equal(r.learningStart, 0);
+      assert.deepEqual([r.results[0]?.learning, r.results[0]?.claimed], [true, false]);
+    });
+
     it('an observation stamped earlier than the last one does not pull last-seen back', async () => {
       await stores.firstSeen.decide('e', [item('203.0.113.1', 'a')], opts(T0));
       await stores.firstSeen.decide('e', [item('203.0.113.1', '')], opts(T0 + 10 * DAY));
@@ -412,6 +413,16 @@ for (const kind of ['memory', 'redis'] as const) {
     });
   });
 }
+
+describe('in-memory session store bounds', () => {
+  it('removing sessions that are not there frees no room', async () => {
+    const st = new MemoryBuildSessionStore(2);
+    await st.write('e', [{ host: 'h1', upsert: [sessionRecord({ id: 'a', host: 'h1', startedAt: T0 })], remove: ['x', 'y'] }], DAY);
+    await st.write('e', [{ host: 'h2', upsert: [sessionRecord({ id: 'b', host: 'h2', startedAt: T0 })], remove: ['z'] }], DAY);
+    await st.write('e', [{ host: 'h3', upsert: [sessionRecord({ id: 'c', host: 'h3', startedAt: T0 })], remove: [] }], DAY);
+    assert.deepEqual([...(await st.load('e', ['h1', 'h2', 'h3'])).keys()], ['h2', 'h3'], 'three sessions, room for two: the oldest host goes');
+  });
+});
 
 describe('redis connection over outages', function () {
   this.timeout(60_000);
@@ -529,8 +540,10 @@ describe('`t1612d migrate` (migrateKnownIps)', function () {
     await client.set(envKeys(prefix, 'm').migrateLock, 'daemon-b', 'PX', 700);
     const progress: [number, number][] = [];
     const started = Date.now();
+    await client.config('RESETSTAT');
     const r = await migrateKnownIps(cfg, { logger: silentLogger(), now: () => T0, progress: (m, e) => progress.push([m, e]) });
     assert.ok(Date.now() - started >= 500, 'waited for the lock');
+    assert.ok((await calls(client, 'set')) <= 4, 'asked for the lock about twice a second');
     assert.deepEqual(r, { moved: 2, expired: 1, buckets: 8 });
     assert.deepEqual(progress, [[2, 1]]);
     assert.equal(await client.exists(lk.known), 0);
@@ -549,6 +562,25 @@ describe('`t1612d migrate` (migrateKnownIps)', function () {
     const r = await migrateKnownIps(cfg, { logger: silentLogger() });
     assert.deepEqual(r, { moved: 0, expired: 0, buckets: cfg.knownIpBuckets });
     assert.equal(await client.get(envKeys(prefix, 'm').migrateLock), 'daemon-b');
+  });
+
+  it('closing stores whose Redis never came up stops the client reconnecting', async function () {
+    this.timeout(30_000);
+    const port = await freePort();
+    const down = await createStores(testConfig({ redisUrl: `redis://127.0.0.1:${port}` }), { logger: silentLogger(), metrics: new Metrics() });
+    await down.close();
+    const late = await spawnRedisServer(['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], 'late redis-server');
+    try {
+      const probe = new Redis({ port, host: '127.0.0.1' });
+      try {
+        await new Promise((r) => setTimeout(r, 4_000));
+        assert.doesNotMatch(String(await probe.call('CLIENT', 'LIST')), /name=t1612d-correlator/);
+      } finally {
+        probe.disconnect();
+      }
+    } finally {
+      late.kill('SIGKILL');
+    }
   });
 
   it('in-memory stores answer without Redis', async () => {
