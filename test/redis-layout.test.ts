@@ -60,7 +60,7 @@ describe('redis layout: cluster slots', () => {
     const k = envKeys('t1612d', 'prod');
     const keys = [
       '', 'a', 'foo', '123456789', 'user1000', '{user1000}.following', 'x{user1000}.followers', '{}', '{}user', 'a{}b{c}',
-      '{a', 'a}b{c}d', 'x{y}{z}', '{{a}}', 'héllo wörld ✓', '}{', 'a{b', k.learning, k.layout, k.bucket(4095),
+      '{a', 'a}b{c}d', 'ab}cd', 'a}{b}', 'x{y}{z}', '{{a}}', 'héllo wörld ✓', '}{', 'a{b', k.learning, k.layout, k.bucket(4095),
       k.alerted(7, 'sess', '203.0.113.1'), k.sessions('host-1'), k.lane('webhook').stream,
       ...Array.from({ length: 200 }, (_, i) => `key:${i}:${'z'.repeat(i % 13)}`),
     ];
@@ -125,6 +125,9 @@ describe('redis layout: IP fields and buckets', () => {
     assert.equal(hex('fe80::'), `fe80${'0'.repeat(28)}`);
     assert.equal(hex('1:2:3:4:5:6:7:8'), '00010002000300040005000600070008');
     assert.equal(hex('1:2:3::6:7:8'), '00010002000300000000000600070008');
+    assert.equal(hex('1:2:3:4::5:6:7'), '00010002000300040000000500060007', ':: standing for one group');
+    assert.equal(hex('1:2:3:4:5:6:7::'), '00010002000300040005000600070000');
+    assert.equal(hex('::2:3:4:5:6:7:8'), '00000002000300040005000600070008');
     assert.equal(hex('1::8'), '00010000000000000000000000000008');
     assert.equal(hex('::ffff:192.0.2.128'), '00000000000000000000ffffc0000280');
     assert.equal(hex('64:ff9b::1.2.3.4'), '0064ff9b000000000000000001020304');
@@ -135,7 +138,7 @@ describe('redis layout: IP fields and buckets', () => {
     for (const bad of [
       '1.2.3', '1.2.3.4.5', '256.1.1.1', '1.2.3.-4', '1.2.3.1000', '1.2..4', 'a.b.c.d', '', 'host.example',
       '1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', '1::2::3', '1:2:3:4::5:6:7:8', '12345::1', 'g::1', '::ffff:1.2.3', '::1.2.3.4.5',
-      '::ffff:300.2.3.4', 'fe80::1%eth0', ':1:2:3:4:5:6:7', '1:2:3:4:5:6:7:', '1:2:3:4:5:6:1.2.3.4:8',
+      '::ffff:300.2.3.4', 'fe80::1%eth0', '1.2.3.4:1::', '::1.2.3.4:1', ':1:2:3:4:5:6:7', '1:2:3:4:5:6:7:', '1:2:3:4:5:6:1.2.3.4:8',
     ]) {
       const f = ipField(bad);
       assert.ok(f.length !== 4 && f.length !== 16, `${bad}: ${f.length} bytes`);
