@@ -18,7 +18,7 @@ import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { createStores } from '../src/store/stores.js';
 import { sessionRecord } from './support/records.js';
-import { TestRedis, freePort, spawnRedisServer } from './support/redis.js';
+import { TestRedis, commandCalls, freePort, spawnRedisServer } from './support/redis.js';
 import { testConfig } from './support/scenarios.js';
 import { waitFor } from './support/wait.js';
 
@@ -331,6 +331,7 @@ describe('redis layout: records, bitmap, migration', function () {
       const layout = await layouts.get(env);
       assert.equal(layout.legacy, true);
       const progress: [number, number][] = [];
+      await client.config('RESETSTAT');
       const r = await migrateLegacy(client, prefix, layout, {
         nowMs: now,
         retentionMs: RETENTION,
@@ -339,6 +340,7 @@ describe('redis layout: records, bitmap, migration', function () {
       });
       assert.deepEqual(r, { moved: 5, expired: 2, ran: true });
       assert.deepEqual(progress, [[5, 2]]);
+      assert.equal(await commandCalls(client, 'zrange'), 1, 'a set smaller than a chunk is read once');
       assert.equal(layout.legacy, false);
       const lm = Math.floor(last / MIN);
       assert.equal(await bucketValue('192.0.2.1', 8), packed(lm - 5 * 24 * 60, lm));
@@ -442,8 +444,10 @@ describe('redis layout: records, bitmap, migration', function () {
     it('only expired IPs: nothing is written to the buckets, the old keys go', async () => {
       await legacy([['192.0.2.7', now - 40 * DAY, null]]);
       const layout = await new Layouts(client, prefix, 8).get(env);
+      await client.config('RESETSTAT');
       const r = await migrateLegacy(client, prefix, layout, { nowMs: now, retentionMs: RETENTION, owner: 'me' });
       assert.deepEqual(r, { moved: 0, expired: 1, ran: true });
+      assert.equal(await commandCalls(client, 'bitfield'), 0, 'no bucket to mark');
       assert.deepEqual(await client.keys(`{${prefix}:${env}:ip:*`), []);
       assert.equal(await client.exists(envKeys(prefix, env).used, legacyKeys(prefix, env).known), 0);
     });

@@ -17,7 +17,7 @@ import { Layouts } from '../src/store/redis/layout.js';
 import { MemoryBuildSessionStore } from '../src/store/memory/build-sessions.js';
 import { bucketOf, ipField, pipelinePerNode } from '../src/store/redis/slots.js';
 import { sessionRecord } from './support/records.js';
-import { TestRedis, freePort, spawnRedisServer } from './support/redis.js';
+import { TestRedis, commandCalls as calls, freePort, spawnRedisServer } from './support/redis.js';
 import { testConfig } from './support/scenarios.js';
 import { waitFor } from './support/wait.js';
 
@@ -34,12 +34,6 @@ function item(ip: string, token: string, claim: string | null = null, eventTimeM
   return { ip, eventTimeMs, token, claim };
 }
 
-/** Calls of one Redis command since the last CONFIG RESETSTAT. */
-async function calls(client: Redis, command: string): Promise<number> {
-  const info = await client.info('commandstats');
-  const m = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(info);
-  return Number(m?.[1] ?? 0);
-}
 
 describe('redis store behaviour', function () {
   this.timeout(30_000);
