@@ -390,6 +390,11 @@ for (const kind of ['memory', 'redis'] as const) {
       await stores.close();
     });
 
+    it('an IP first recorded by a refresh (empty token) is never new again by token', async () => {
+      assert.equal((await stores.firstSeen.decide('e', [item('203.0.113.8', '')], opts(T0))).results[0]?.isNew, true);
+      assert.equal((await stores.firstSeen.decide('e', [item('203.0.113.8', '')], opts(T0 + 1))).results[0]?.isNew, false);
+    });
+
     it('a learning period starting at the epoch is a start like any other', async () => {
       const r = await stores.firstSeen.decide('e', [item('203.0.113.9', 'a', 's', 10)], opts(T0, { learningPeriodMs: HOUR, learningStartCandidate: 0 }));
       assert.equal(r.learningStart, 0);
@@ -495,6 +500,40 @@ describe('redis clients: in-flight commands and clusters', function () {
     }
   });
 
+  it('a client of a down Redis fails a command at once (no offline queue)', async () => {
+    const client = createRedisClient({ url: `redis://127.0.0.1:${await freePort()}`, logger: silentLogger() });
+    try {
+      const started = Date.now();
+      await assert.rejects(client.ping());
+      assert.ok(Date.now() - started < 150, `${Date.now() - started} ms`);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('a connection closed by the server without an error reconnects without logging', async () => {
+    const redis = await TestRedis.start();
+    const lines: { msg: string }[] = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as { msg: string }) });
+    const client = createRedisClient({ url: redis.url, name: 't1612d-kill', logger });
+    const admin = redis.client();
+    try {
+      await waitReady(client);
+      let readies = 0;
+      client.on('ready', () => readies++);
+      for (let i = 0; i < 2; i++) {
+        await admin.call('CLIENT', 'KILL', 'SKIPME', 'yes', 'TYPE', 'normal');
+        await waitFor('the reconnection', () => readies === i + 1);
+      }
+      assert.equal(await client.ping(), 'PONG');
+      assert.deepEqual(lines.map((l) => l.msg).filter((m) => m !== 'redis error'), []);
+    } finally {
+      admin.disconnect();
+      client.disconnect();
+      await redis.close();
+    }
+  });
+
   it('a cluster client fails fast while no node answers', async () => {
     const port = await freePort();
     const client = createRedisClient({ clusterNodes: [`127.0.0.1:${port}`], logger: silentLogger() });
@@ -582,6 +621,26 @@ describe('`t1612d migrate` (migrateKnownIps)', function () {
     } finally {
       late.kill('SIGKILL');
     }
+  });
+
+  it('the bucket-count warning reaches the log, from the daemon\'s stores and from the migrate command', async () => {
+    const prefix = TestRedis.prefix();
+    await new Layouts(client, prefix, 16).get('w');
+    await client.zadd(legacyKeys(prefix, 'w').known, Date.now(), '192.0.2.1');
+    const lines: { msg: string; stored?: number }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(JSON.parse(l) as { msg: string }) });
+    const cfg = testConfig({ redisUrl: redis.url, redisPrefix: prefix, environment: 'w', knownIpBuckets: 8 });
+    const stores = await createStores(cfg, { logger, metrics: new Metrics() });
+    try {
+      await stores.firstSeen.decide('w', [item('203.0.113.1', 'a')], opts(T0));
+    } finally {
+      await stores.close();
+    }
+    // Without a progress callback, as `t1612d migrate` calls it.
+    const r = await migrateKnownIps(cfg, { logger });
+    assert.deepEqual(r, { moved: 1, expired: 0, buckets: 16 });
+    const warned = lines.filter((l) => /known_ip_buckets differs/.test(l.msg));
+    assert.deepEqual(warned.map((l) => l.stored), [16, 16]);
   });
 
   it('in-memory stores answer without Redis', async () => {
