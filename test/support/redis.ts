@@ -176,3 +176,10 @@ export class TestRedis {
     if (!this.external) await this.stop();
   }
 }
+
+/** Calls of one Redis command (lower case, e.g. `bitfield`) since the server's last CONFIG RESETSTAT, scripts' calls included. */
+export async function commandCalls(client: Redis, command: string): Promise<number> {
+  const info = await client.info('commandstats');
+  const m = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(info);
+  return Number(m?.[1] ?? 0);
+}

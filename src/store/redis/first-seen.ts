@@ -197,9 +197,14 @@ return 0
 
 type ScriptFn = (...args: (string | number | Buffer)[]) => Promise<unknown>;
 type PipeScript = (...args: (string | number | Buffer)[]) => unknown;
+/** The same scripts queued on a pipeline (t1612dLearning is defined by Layouts). */
+interface PipeScripts {
+  t1612dDecide3: PipeScript;
+  t1612dSweep: PipeScript;
+  t1612dLearning: PipeScript;
+}
 
 interface Scripted {
-  t1612dDecide3: ScriptFn;
   t1612dSweep: ScriptFn;
   t1612dSweepBegin: ScriptFn;
   t1612dSweepEnd: ScriptFn;
@@ -270,14 +275,17 @@ export class RedisFirstSeenStore implements FirstSeenStore {
       if (!list) groups.set(g, (list = []));
       list.push(i);
     });
-    type Work = { key: string; items?: number[]; learning?: true; mark?: number[] };
-    const work: Work[] = [...groups.values()].map((list) => ({ key: k.bucket(bucketOfItem[list[0] as number] as number), items: list }));
+    type Work =
+      | { kind: 'decide'; key: string; items: number[] }
+      | { kind: 'learning'; key: string }
+      | { kind: 'mark'; key: string; buckets: number[] };
+    const work: Work[] = [...groups.values()].map((list) => ({ kind: 'decide', key: k.bucket(bucketOfItem[list[0] as number] as number), items: list }));
     // The learning key's TTL is refreshed with every batch, on the same round trip.
-    if (o.learningPeriodMs > 0) work.push({ key: k.learning, learning: true });
+    if (o.learningPeriodMs > 0) work.push({ kind: 'learning', key: k.learning });
     // Buckets this daemon has not marked used yet are marked on the same round trip, so no
     // bucket holds an IP the sweep would not visit.
     const unmarked = [...new Set(bucketOfItem)].filter((b) => layout.marked[b] !== 1);
-    if (unmarked.length > 0) work.push({ key: k.used, mark: unmarked });
+    if (unmarked.length > 0) work.push({ kind: 'mark', key: k.used, buckets: unmarked });
     const nowMs = o.nowMs;
     const head = [
       minuteOf(nowMs),
@@ -293,19 +301,19 @@ export class RedisFirstSeenStore implements FirstSeenStore {
       work,
       (w) => w.key,
       (pipe, w) => {
-        const p = pipe as unknown as Record<string, PipeScript>;
-        if (w.mark) {
-          pipe.call('BITFIELD', w.key, ...markArgs(w.mark));
+        const p = pipe as unknown as PipeScripts;
+        if (w.kind === 'mark') {
+          pipe.call('BITFIELD', w.key, ...markArgs(w.buckets));
           return;
         }
-        if (w.learning) {
-          p.t1612dLearning?.(w.key, o.learningStartCandidate, learningTtl);
+        if (w.kind === 'learning') {
+          p.t1612dLearning(w.key, o.learningStartCandidate, learningTtl);
           return;
         }
         const keys: string[] = [];
         const keyIndex = new Map<number, number>();
         const args: (string | number | Buffer)[] = [...head];
-        for (const i of w.items ?? []) {
+        for (const i of w.items) {
           const it = items[i] as DecideItem;
           const b = bucketOfItem[i] as number;
           let bi = keyIndex.get(b);
@@ -320,23 +328,23 @@ export class RedisFirstSeenStore implements FirstSeenStore {
           }
           args.push(bi, fields[i] as Buffer, it.eventTimeMs, it.token, ci, legacyFirst?.[i] ?? -1);
         }
-        p.t1612dDecide3?.(keys.length, ...keys, ...args);
+        p.t1612dDecide3(keys.length, ...keys, ...args);
       },
     );
     const out: DecideResult[] = new Array<DecideResult>(items.length);
     for (const w of work) {
       const reply = replies.get(w);
-      if (w.mark) {
-        for (const b of w.mark) layout.marked[b] = 1;
+      if (w.kind === 'mark') {
+        for (const b of w.buckets) layout.marked[b] = 1;
         continue;
       }
-      if (w.learning) {
+      if (w.kind === 'learning') {
         const start = Number(reply);
         if (Number.isFinite(start)) layout.learningStart = start;
         continue;
       }
       const r = reply as number[];
-      (w.items ?? []).forEach((i, j) => {
+      w.items.forEach((i, j) => {
         const b = j * 4;
         out[i] = { isNew: r[b] === 1, firstSeenAt: Number(r[b + 1]), learning: r[b + 2] === 1, claimed: r[b + 3] === 1 };
       });
@@ -357,7 +365,7 @@ export class RedisFirstSeenStore implements FirstSeenStore {
       layout.legacy = false;
       return items.map(() => -1);
     }
-    return items.map((_, i) => Number(reply[i + 1] ?? -1));
+    return items.map((_, i) => Number(reply[i + 1]));
   }
 
   async claim(environment: string, sessionId: string, ip: string, token: string, ttlMs: number): Promise<boolean> {
@@ -407,7 +415,7 @@ export class RedisFirstSeenStore implements FirstSeenStore {
         this.client,
         chunk,
         (b) => k.bucket(b),
-        (pipe, b) => (pipe as unknown as Record<string, PipeScript>).t1612dSweep?.(k.bucket(b), cutoff, nowMs - TOKEN_KEEP_MS),
+        (pipe, b) => (pipe as unknown as PipeScripts).t1612dSweep(k.bucket(b), cutoff, nowMs - TOKEN_KEEP_MS),
       );
       for (const r of replies.values()) {
         const [n, , compact] = r as [number, number, number];

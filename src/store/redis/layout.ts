@@ -139,9 +139,4 @@ export class Layouts {
     layout.learningStart = Number.isFinite(start) ? start : candidate;
     return layout.learningStart;
   }
-
-  /** Queue the learning refresh on a pipeline (same script, reply read by the caller). */
-  learningCommand(layout: EnvLayout, candidate: number, ttlMs: number): { key: string; args: (string | number)[] } {
-    return { key: envKeys(this.prefix, layout.environment).learning, args: [candidate, Math.max(1, Math.round(ttlMs))] };
-  }
 }

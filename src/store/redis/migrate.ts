@@ -66,6 +66,10 @@ return left
 
 type ScriptFn = (...args: (string | number | Buffer)[]) => Promise<unknown>;
 type PipeScript = (...args: (string | number | Buffer)[]) => unknown;
+/** The merge script as queued on a pipeline. */
+interface PipeScripts {
+  t1612dMigrateMerge: PipeScript;
+}
 interface Scripted {
   t1612dMigrateRead: ScriptFn;
   t1612dMigrateDrop: ScriptFn;
@@ -148,9 +152,9 @@ export async function migrateLegacy(
       }
       await pipelinePerNode(
         client,
-        [...byBucket.keys()],
-        (b) => k.bucket(b),
-        (pipe, b) => (pipe as unknown as Record<string, PipeScript>).t1612dMigrateMerge?.(k.bucket(b), ...(byBucket.get(b) ?? [])),
+        [...byBucket],
+        ([b]) => k.bucket(b),
+        (pipe, [b, args]) => (pipe as unknown as PipeScripts).t1612dMigrateMerge(k.bucket(b), ...args),
       );
       const left = Number(await s.t1612dMigrateDrop(lk.known, lk.first, ...seen));
       o.progress?.(result.moved, result.expired);

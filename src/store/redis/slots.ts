@@ -105,7 +105,7 @@ export function nodeGroupOf(client: RedisClient, key: string): string {
   return nodes && nodes.length > 0 ? nodes.join(';') : `slot:${slot}`;
 }
 
-/** Whether the client is a Redis Cluster client. */
+/** Whether the client is a Redis Cluster client (a script may touch one slot only there). */
 export function isCluster(client: RedisClient): boolean {
   return client instanceof Cluster;
 }
