@@ -14,7 +14,7 @@ import { Metrics } from '../src/ops/metrics.js';
 import { envKeys } from '../src/store/redis/keys.js';
 import { createStores, type Stores } from '../src/store/stores.js';
 import { isKnown } from './support/known.js';
-import { TestRedis } from './support/redis.js';
+import { TestRedis, freePort } from './support/redis.js';
 import { CollectingSink, TestClock, loadEvents, testConfig, withDestination } from './support/scenarios.js';
 import { waitFor } from './support/wait.js';
 
@@ -24,6 +24,11 @@ const stepEgress = events.at(-1) as FalcoEvent;
 /** An egress from a host process with no build anywhere near it. */
 const hostEgress = loadEvents('no-build-host-process.jsonl').find((e) => e.tags.includes(TAG_EGRESS)) as FalcoEvent;
 const T = eventTimeMs(stepEgress);
+/**
+ * A host process whose parent is the `docker build` CLI of buildkit-run-curl (pid 24001), half a
+ * second into that build: nothing but the build's own signals ties it to the build.
+ */
+const childOfCli = withFields(shifted(hostEgress, 500), { 'proc.ppid': '24001', 'fd.sip': '203.0.113.80' });
 const UUID_V8 = /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MINUTE = 60_000;
 
@@ -267,17 +272,18 @@ describe('correlator behaviour', () => {
     });
 
     it('forgets which hosts it loaded once it has loaded four times max_sessions hosts', async () => {
-      const r = await start({ maxSessions: 1 });
-      for (let h = 1; h <= 4; h++) await feed(r, [withDestination({ ...hostEgress, hostname: `h${h}` }, `198.51.100.${h}`)]);
-      // h1 is loaded: a burst from it is coalesced.
-      void r.c.handle(withDestination({ ...hostEgress, hostname: 'h1' }, '198.51.100.30'));
-      void r.c.handle(withDestination({ ...hostEgress, hostname: 'h1' }, '198.51.100.30'));
+      const r = await start({ maxSessions: 2 });
+      const from = (h: number, ip: string): FalcoEvent => withDestination({ ...hostEgress, hostname: `h${h}` }, ip);
+      for (let h = 1; h <= 8; h++) await feed(r, [from(h, `198.51.100.${h}`)]);
+      // h1 is still loaded: a burst from it is coalesced.
+      void r.c.handle(from(1, '198.51.100.30'));
+      void r.c.handle(from(1, '198.51.100.30'));
       assert.equal(r.c.backlog, 1);
       await r.c.flush();
-      // A fifth host: the loaded set starts over, h1 must be loaded again.
-      await feed(r, [withDestination({ ...hostEgress, hostname: 'h5' }, '198.51.100.5')]);
-      void r.c.handle(withDestination({ ...hostEgress, hostname: 'h1' }, '198.51.100.31'));
-      void r.c.handle(withDestination({ ...hostEgress, hostname: 'h1' }, '198.51.100.31'));
+      // A ninth host: the loaded set starts over, h1 must be loaded again.
+      await feed(r, [from(9, '198.51.100.9')]);
+      void r.c.handle(from(1, '198.51.100.31'));
+      void r.c.handle(from(1, '198.51.100.31'));
       assert.equal(r.c.backlog, 2);
       await r.c.flush();
     });
@@ -433,20 +439,21 @@ describe('correlator behaviour', () => {
   describe('key lifetimes in Redis', () => {
     it('a session lives the build window and skew (plus a minute); a dedupe claim twice the window and skew (plus a minute)', async () => {
       const prefix = TestRedis.prefix();
-      const r = await start({ buildWindowMs: 10 * MINUTE, clockSkewMs: 20_000 }, { redis: true, prefix });
+      const skew = 90_000;
+      const r = await start({ buildWindowMs: 10 * MINUTE, clockSkewMs: skew }, { redis: true, prefix });
       await feed(r, [...buildEvents, stepEgress]);
       assert.equal(r.sink.alerts.length, 1);
       const client = redis.client();
       try {
         const k = envKeys(prefix, r.cfg.environment);
         const sessionTtl = await client.pttl(k.sessions('node-a'));
-        const window = 10 * MINUTE + 20_000;
-        assert.ok(sessionTtl > window - 5_000 && sessionTtl <= window + MINUTE, `session TTL ${sessionTtl}`);
+        const lifetime = 10 * MINUTE + skew;
+        assert.ok(sessionTtl > lifetime && sessionTtl <= lifetime + MINUTE, `session TTL ${sessionTtl}`);
         const [claim] = await client.keys(`*${prefix}*alerted*`);
         assert.ok(claim);
         const claimTtl = await client.pttl(claim);
-        const twice = 2 * 10 * MINUTE + 20_000;
-        assert.ok(claimTtl > twice - 5_000 && claimTtl <= twice + MINUTE, `claim TTL ${claimTtl}`);
+        const twice = 2 * 10 * MINUTE + skew;
+        assert.ok(claimTtl > twice && claimTtl <= twice + MINUTE, `claim TTL ${claimTtl}`);
       } finally {
         client.disconnect();
       }
@@ -491,6 +498,213 @@ describe('correlator behaviour', () => {
         admin.disconnect();
         await own.close();
       }
+    });
+  });
+  describe('late build signals', () => {
+    it('a new IP decided before the build signal that explains it alerts when the signal arrives within the skew', async () => {
+      const r = await start();
+      await feed(r, [childOfCli]);
+      assert.equal(r.sink.alerts.length, 0);
+      await feed(r, buildEvents);
+      assert.deepEqual(ips(r), ['203.0.113.80']);
+      const al = r.sink.alerts[0];
+      assert.equal(al?.connection.attribution, 'lineage');
+      assert.equal(al?.severity, 'high');
+      assert.equal(al?.build.trigger.cmdline, 'docker build -t webapp:1.4 .');
+      assert.match(al?.id ?? '', UUID_V8);
+      assert.equal(r.alerted.length, 1);
+      assert.equal(await r.metrics.value('t1612d_alerts_total', { severity: 'high' }), 1);
+      // Taken: a later build signal does not raise it again.
+      await feed(r, buildEvents.map((e) => shifted(e, 1_000)));
+      assert.equal(r.sink.alerts.length, 1);
+    });
+
+    it('the build signal arriving later than the skew (wall clock) finds nothing to explain', async () => {
+      const r = await start({ clockSkewMs: 30_000 });
+      await feed(r, [childOfCli]);
+      r.clock.ms = T + 30_001;
+      await feed(r, buildEvents);
+      assert.equal(r.sink.alerts.length, 0);
+    });
+
+    it('an IP that was already known, or seen during learning, is not kept for a late build signal', async () => {
+      const known = await start();
+      await feed(known, [withDestination(hostEgress, '203.0.113.80')]);
+      await feed(known, [childOfCli]);
+      await feed(known, buildEvents);
+      assert.equal(known.sink.alerts.length, 0);
+      const learning = await start({ learningPeriodMs: 60 * MINUTE });
+      await feed(learning, [childOfCli]);
+      await feed(learning, buildEvents);
+      assert.equal(learning.sink.alerts.length, 0);
+    });
+
+    it('with window-only attribution any late build on the host takes the host\'s orphans', async () => {
+      const r = await start({ attributeWindowOnly: true });
+      // No pid, cgroup, container or image ties this one to the build: only the window does.
+      await feed(r, [withDestination(shifted(hostEgress, 500), '203.0.113.81')]);
+      await feed(r, buildEvents);
+      assert.deepEqual(ips(r), ['203.0.113.81']);
+      assert.equal(r.sink.alerts[0]?.connection.attribution, 'window');
+      assert.equal(r.sink.alerts[0]?.severity, 'medium');
+    });
+
+    it('without window-only attribution an orphan nothing ties to the build stays unexplained', async () => {
+      const r = await start();
+      await feed(r, [withDestination(shifted(hostEgress, 500), '203.0.113.81')]);
+      await feed(r, buildEvents);
+      assert.equal(r.sink.alerts.length, 0);
+    });
+
+    it('the same egress decided by two daemons before its build signal: one alert between them', async () => {
+      const prefix = TestRedis.prefix();
+      const a = await start({}, { redis: true, prefix });
+      const b = await start({}, { redis: true, prefix });
+      // Both decide a copy of the event, neither knows the build yet: only one finds it new.
+      await a.c.handle(childOfCli, 'wal:a');
+      await b.c.handle(childOfCli, 'wal:b');
+      await Promise.all([a.c.flush(), b.c.flush()]);
+      for (const ev of buildEvents) {
+        await a.c.handle(ev);
+        await b.c.handle(ev);
+      }
+      await Promise.all([a.c.flush(), b.c.flush()]);
+      assert.equal(a.sink.alerts.length + b.sink.alerts.length, 1);
+    });
+
+    it('a build signal that lands while the decision is in flight still explains the egress', async () => {
+      const prefix = TestRedis.prefix();
+      const r = await start({}, { redis: true, prefix });
+      const admin = redis.client();
+      admin.on('error', () => undefined);
+      try {
+        // Load the host first, so the round below only decides.
+        await feed(r, [withDestination(hostEgress, '198.51.100.90')]);
+        await admin.call('CLIENT', 'PAUSE', '2000', 'WRITE');
+        void r.c.handle(childOfCli);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        for (const ev of buildEvents) void r.c.handle(ev);
+        await admin.call('CLIENT', 'UNPAUSE');
+        await r.c.flush();
+        assert.deepEqual(ips(r), ['203.0.113.80']);
+      } finally {
+        await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+        admin.disconnect();
+      }
+    });
+
+    it('an egress from a container of a bare image id is no build step without a build: recorded, no alert', async () => {
+      const r = await start();
+      const ev = withFields(withDestination(hostEgress, '203.0.113.82'), {
+        'container.id': 'abcdef012345',
+        'container.image.repository': 'sha256:0123456789abcdef',
+        'proc.pname': 'sh',
+      });
+      await feed(r, [ev]);
+      assert.equal(r.sink.alerts.length, 0);
+      assert.equal(await isKnown(r.stores, r.cfg.environment, '203.0.113.82', T, r.cfg.firstSeenRetentionMs), true);
+    });
+  });
+
+  describe('more on events and the learning period', () => {
+    it('an event tagged neither build nor egress opens no build', async () => {
+      const r = await start();
+      await feed(r, buildEvents.map((e) => ({ ...e, tags: ['other'] })));
+      await feed(r, [stepEgress]);
+      // The step proves itself (its own session), but no CLI build was opened: no trigger command.
+      for (const al of r.sink.alerts) assert.notEqual(al.build.trigger.cmdline, 'docker build -t webapp:1.4 .');
+    });
+
+    it('a null event is logged, never thrown', async () => {
+      const r = await start();
+      assert.doesNotThrow(() => r.c.handle(null as unknown as FalcoEvent)); // what a broken source could hand in
+      assert.equal(logged(r, 'correlator could not use event').length, 1);
+    });
+
+    it('learning starts at the earliest event of the first batch', async () => {
+      const hour = 60 * MINUTE;
+      const r = await start({ learningPeriodMs: hour });
+      // Handed in together: one batch, events half an hour apart.
+      void r.c.handle(withDestination(hostEgress, '198.51.100.41'));
+      void r.c.handle(withDestination(hostEgress, '198.51.100.42', 30 * MINUTE));
+      await r.c.flush();
+      const later = hour + MINUTE;
+      await feed(r, [...buildEvents.map((e) => shifted(e, later)), withDestination(stepEgress, '203.0.113.43', later)]);
+      assert.deepEqual(ips(r), ['203.0.113.43']);
+    });
+
+    it('learning starts with the first egress decided, not with the build signals before it', async () => {
+      const later = 61 * MINUTE;
+      const r = await start({ learningPeriodMs: 60 * MINUTE });
+      await feed(r, buildEvents.map((e) => shifted(e, later)));
+      await feed(r, [withDestination(stepEgress, '203.0.113.44', later)]);
+      assert.equal(r.sink.alerts.length, 0, 'the first egress is inside its own learning period');
+    });
+
+    it('build signals are written to Redis without anyone waiting for them', async () => {
+      const prefix = TestRedis.prefix();
+      const r = await start({}, { redis: true, prefix });
+      const client = redis.client();
+      try {
+        const key = envKeys(prefix, r.cfg.environment).sessions('node-a');
+        for (const ev of buildEvents) void r.c.handle(ev);
+        await waitFor('the session written', async () => (await client.hlen(key)) > 0, 5_000);
+        const stored = async (): Promise<number[]> =>
+          Object.entries(await client.hgetall(key))
+            .filter(([f]) => !f.startsWith('~'))
+            .map(([, v]) => (JSON.parse(v) as { lastActivity: number }).lastActivity);
+        const first = Math.max(...(await stored()));
+        // More activity of the same build, on a host already loaded: written too.
+        void r.c.handle(shifted(buildEvents.at(-1) as FalcoEvent, MINUTE));
+        await waitFor('the activity written', async () => Math.max(...(await stored())) > first, 5_000);
+      } finally {
+        client.disconnect();
+      }
+    });
+
+    it('a session write Redis refuses is kept and written once it accepts again', async () => {
+      const own = await TestRedis.start();
+      const admin = own.client();
+      admin.on('error', () => undefined);
+      const prefix = TestRedis.prefix();
+      const cfg = testConfig({ redisUrl: own.url, redisPrefix: prefix, allowCidrs: ['192.0.2.0/24'] });
+      const metrics = new Metrics();
+      const stores = await createStores(cfg, { logger: silentLogger(), metrics });
+      const c = new Correlator(cfg, { stores, sink: new CollectingSink(), metrics, logger: silentLogger() });
+      try {
+        // Every write fails (out of memory) while reads still work.
+        await admin.config('SET', 'maxmemory-policy', 'noeviction');
+        await admin.config('SET', 'maxmemory', '1');
+        for (const ev of buildEvents) void c.handle(ev);
+        await waitFor('the failed write', () => !c.ready, 5_000);
+        await admin.config('SET', 'maxmemory', '0');
+        await c.flush();
+        assert.equal(c.ready, true);
+        assert.ok((await admin.hlen(envKeys(prefix, cfg.environment).sessions('node-a'))) > 0);
+      } finally {
+        await admin.config('SET', 'maxmemory', '0').catch(() => undefined);
+        await c.close();
+        await stores.close();
+        admin.disconnect();
+        await own.close();
+      }
+    });
+
+    it('while Redis is unreachable and the buffer is full, each dropped event is counted and logged (throttled)', async function () {
+      this.timeout(20_000);
+      const r = await start({ redisUrl: `redis://127.0.0.1:${await freePort()}`, redisBufferSize: 1, shutdownTimeoutMs: 100 });
+      void r.c.handle(withDestination(stepEgress, '203.0.113.91'));
+      await waitFor('not ready', () => !r.c.ready, 5_000);
+      assert.equal(r.c.handle(withDestination(stepEgress, '203.0.113.92')), undefined);
+      assert.equal(r.c.handle(withDestination(stepEgress, '203.0.113.93')), undefined);
+      assert.equal(await r.metrics.value('t1612d_dropped_events_total', { reason: 'redis_buffer_full' }), 2);
+      const warn = logged(r, 'redis unreachable and decision buffer full: egress event dropped');
+      assert.equal(warn.length, 1);
+      assert.equal(warn[0]?.['level'], 40);
+      assert.equal(warn[0]?.['buffer'], 1);
+      assert.equal(warn[0]?.['ip'], '203.0.113.92');
+      assert.equal(warn[0]?.['rule'], stepEgress.rule);
+      assert.equal(r.c.backlog, 1);
     });
   });
 });
