@@ -641,6 +641,15 @@ describe('correlator behaviour', () => {
       assert.equal(r.sink.alerts.length, 0, 'the first egress is inside its own learning period');
     });
 
+    it('the known-IP gauge is counted after the first round trip, then only by the periodic maintenance', async () => {
+      const r = await start();
+      await feed(r, [withDestination(hostEgress, '198.51.100.71')]);
+      await waitFor('t1612d_known_ips = 1', async () => (await r.metrics.value('t1612d_known_ips')) === 1);
+      await feed(r, [withDestination(hostEgress, '198.51.100.72'), withDestination(hostEgress, '198.51.100.73')]);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(await r.metrics.value('t1612d_known_ips'), 1, 'not recounted on every round');
+    });
+
     it('build signals are written to Redis without anyone waiting for them', async () => {
       const prefix = TestRedis.prefix();
       const r = await start({}, { redis: true, prefix });
