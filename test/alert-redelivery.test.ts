@@ -158,6 +158,17 @@ describe('alert redelivery', () => {
     assert.equal(maxConcurrent, 1);
   });
 
+  it('the retry delay grows while the sink keeps refusing', async () => {
+    // Five refusals: at least 0.8 × (100 + 160 + 256 + 410 + 655) ms before the delivery;
+    // with a delay that did not grow it would be about 100 + 4 × 160.
+    const h = harness(5);
+    const t = performance.now();
+    await h.r.deliver({ alert: alert('203.0.113.45'), t0: 0 });
+    await waitFor('delivery', () => h.sink.taken.length === 1, 10_000);
+    const took = performance.now() - t;
+    assert.ok(took >= 1_200, `delivered after ${Math.round(took)} ms`);
+  });
+
   it('after a delivery the backoff starts over from its first delay', async () => {
     // Four refusals in a row: the next delay would be about 650 ms.
     const h = harness(4);

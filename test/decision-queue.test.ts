@@ -65,10 +65,14 @@ function harness(bufferSize = 10): Harness {
       const during = h.during.fn;
       h.during.fn = undefined;
       during?.();
-      q.wakeRoom();
     },
   });
   return { ...h, q };
+}
+
+/** Timers and immediates the process holds (what keeps it from exiting). */
+function held(kind: 'Timeout' | 'Immediate'): number {
+  return process.getActiveResourcesInfo().filter((r) => r === kind).length;
 }
 
 /** A gate rounds wait at until opened. */
@@ -319,6 +323,17 @@ describe('decision queue: store outage', () => {
     h.q.stop();
   });
 
+  it('rounds that never failed log nothing', async () => {
+    const h = harness();
+    for (let i = 1; i <= 3; i++) {
+      h.q.add(pending(`198.18.0.${i}`));
+      await withinMs(h.q.flush(), 5_000, 'flush');
+    }
+    assert.equal(h.rounds.length, 3);
+    assert.deepEqual(h.lines, []);
+    h.q.stop();
+  });
+
   it('a failing round is retried with backoff, first after about 100 ms', async () => {
     const h = harness();
     h.fail.count = 1;
@@ -412,6 +427,25 @@ describe('decision queue: stop', () => {
     assert.equal(h.rounds.length, 0);
   });
 
+  it('stop releases the scheduled round and the retry timer at once, so the process can exit', async () => {
+    const h = harness();
+    h.q.add(pending('198.18.0.1'));
+    const immediates = held('Immediate');
+    h.q.schedule();
+    assert.equal(held('Immediate'), immediates + 1);
+    h.q.stop();
+    assert.equal(held('Immediate'), immediates);
+
+    const g = harness();
+    g.fail.count = 1;
+    g.q.add(pending('198.18.0.1'));
+    g.q.schedule();
+    await waitFor('the failure', () => !g.q.ready);
+    const timers = held('Timeout');
+    g.q.stop();
+    assert.equal(held('Timeout'), timers - 1);
+  });
+
   it('a round in flight at stop finishes, and no other follows', async () => {
     const h = harness();
     const open = gate(h);
@@ -437,13 +471,54 @@ describe('decision queue: stop', () => {
     h.q.schedule();
     await sleep(10);
     h.q.stop();
+    const timers = held('Timeout');
     open();
+    for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.equal(h.fail.count, 4, 'the round in flight ran and failed');
+    assert.ok(held('Timeout') <= timers, 'no retry timer');
     await sleep(400);
     assert.equal(h.fail.count, 4, 'only the round in flight ran');
   });
 });
 
 describe('decision queue: batching under load', () => {
+  it('after a quiet spell the first event goes out at once, without waiting for the next', async () => {
+    const h = harness();
+    h.q.add(pending('198.18.0.1'));
+    h.q.schedule();
+    // Arrives one event-loop turn later.
+    setImmediate(() => {
+      h.q.add(pending('198.18.0.2'));
+      h.q.schedule();
+    });
+    await waitFor('both decided', () => h.rounds.reduce((n, r) => n + r.ips.length, 0) === 2);
+    assert.deepEqual(h.rounds.map((r) => r.ips), [['198.18.0.1'], ['198.18.0.2']]);
+    h.q.stop();
+  });
+
+  it('a round waits for a flow for a couple of milliseconds at most, not until the flow ends', async () => {
+    const h = harness(10_000);
+    h.q.add(pending('198.18.0.0'));
+    h.q.schedule();
+    await waitFor('the first round', () => h.rounds.length === 1);
+    // One event per turn, each turn a quarter of a millisecond long: 15 ms of flow.
+    let i = 1;
+    const feed = (): void => {
+      if (i > 60) return;
+      const until = performance.now() + 0.25;
+      while (performance.now() < until) {
+        // a busy producer
+      }
+      h.q.add(pending(`198.18.1.${i++}`));
+      h.q.schedule();
+      setImmediate(feed);
+    };
+    feed();
+    await waitFor('every event decided', () => h.rounds.reduce((n, r) => n + r.ips.length, 0) === 61, 5_000);
+    assert.ok(h.rounds.length > 3, `rounds: ${h.rounds.map((r) => r.ips.length).join(',')}`);
+    h.q.stop();
+  });
+
   it('while events keep arriving right after a round, the next round waits for more (up to MIN_BATCH)', async () => {
     const h = harness(10_000);
     h.q.add(pending('198.18.0.0'));

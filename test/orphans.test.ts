@@ -191,6 +191,13 @@ describe('orphan pool: bounds and expiry', () => {
     }
   });
 
+  it('when some orphans of a host expire, one kept exactly the keep time ago stays', async () => {
+    const pool = new OrphanPool(KEEP);
+    pool.keep(orphan(sig({ ip: '203.0.113.43' }, { pid: 3 }), T), T);
+    pool.keep(orphan(sig({ ip: '203.0.113.44' }, { pid: 3 }), T + 1), T + 1);
+    assert.deepEqual(takeAll(pool, ['p:3'], 'node-a', T + KEEP + 1), ['203.0.113.44']);
+  });
+
   it('expired orphans leave the count when anything is kept or taken, on every host', () => {
     const pool = new OrphanPool(KEEP);
     pool.keep(orphan(sig({ ip: '203.0.113.51' }), T), T);
