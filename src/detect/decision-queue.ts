@@ -235,8 +235,8 @@ export class DecisionQueue {
     });
   }
 
+  /** Entered only from schedule()'s immediate or the retry timer, never while running. */
   private async tick(): Promise<void> {
-    if (this.running) return;
     this.running = true;
     try {
       // After stop() a round already in flight finishes, but no new one starts.
@@ -266,11 +266,8 @@ export class DecisionQueue {
     } finally {
       this.running = false;
       if (this.pending.length < this.limit()) this.wakeRoom();
-      if (this.hasWork()) {
-        if (!this.retryTimer) this.schedule();
-      } else {
-        this.resolveIdle();
-      }
+      // Work left over is waiting for its retry timer, or was stopped: nothing to schedule.
+      this.resolveIdle();
     }
   }
 }
