@@ -45,10 +45,11 @@ async function startDaemon(): Promise<Daemon> {
       T1612D_DATA_DIR: join(dir, 'data'),
       T1612D_LOG_LEVEL: 'info',
     },
-    stdio: ['ignore', 'pipe', 'ignore'],
+    // Logs go to stderr while alerts go to stdout (no webhook here: the stdout sink).
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => {
+  child.stderr?.on('data', (d: Buffer) => {
     // Keep only a bounded tail: a storm logs (throttled) warnings.
     out = (out + d.toString()).slice(-65_536);
   });
