@@ -300,20 +300,31 @@ async function httpRounds(redisUrl: string, webhook: Receiver, n: number): Promi
   return results;
 }
 
-async function latencyRun(falco: Child, address: string, redisUrl: string, webhook: Receiver, seconds: number): Promise<{ sorted: number[]; expected: number; hwmMb: number }> {
+async function latencyRun(falco: Child, address: string, redisUrl: string, webhook: Receiver, seconds: number): Promise<{ sorted: number[]; expected: number; hwmMb: number; warmup: number[] }> {
   const child = await Child.start('daemon');
   await child.ask({ op: 'stream', spec: { grpcAddress: address, redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } });
+  const rate = Number(process.env['BENCH_LAT_RATE'] ?? '5000');
+  const newEvery = Number(process.env['BENCH_LAT_EVERY'] ?? '50');
+  const untilAlerts = async (n: number, count: () => number): Promise<void> => {
+    const deadline = performance.now() + 30_000;
+    while (count() < n && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  };
+  // Warm-up, not timed: the same flow for 2 s from a just-started process (connection set-up,
+  // code not yet optimised) makes a backlog of its own; its latencies are reported apart.
   webhook.latencies = [];
   webhook.timing = true;
-  const streamed = await falco.ask({ op: 'stream', spec: { rate: Number(process.env['BENCH_LAT_RATE'] ?? '5000'), seconds, host: 'lat-host', newEvery: Number(process.env['BENCH_LAT_EVERY'] ?? '50'), ipBase: 90, warm: 200 } });
+  const warmed = await falco.ask({ op: 'stream', spec: { rate, seconds: 2, host: 'lat-warm', newEvery, ipBase: 95, warm: 200 } });
+  await untilAlerts(warmed['fresh'] as number, () => webhook.latencies.length);
+  const warmup = [...webhook.latencies].sort((a, b) => a - b);
+  webhook.latencies = [];
+  const streamed = await falco.ask({ op: 'stream', spec: { rate, seconds, host: 'lat-host', newEvery, ipBase: 90, warm: 200 } });
   const expected = streamed['fresh'] as number;
-  const deadline = performance.now() + 30_000;
-  while (webhook.latencies.length < expected && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await untilAlerts(expected, () => webhook.latencies.length);
   webhook.timing = false;
   const u = await child.ask({ op: 'usage' });
   await child.stop();
   if (process.env['BENCH_DEBUG']) process.stderr.write(`latencies in arrival order: ${webhook.latencies.map((x) => x.toFixed(0)).join(' ')}\n`);
-  return { sorted: [...webhook.latencies].sort((a, b) => a - b), expected, hwmMb: u['hwmMb'] as number };
+  return { sorted: [...webhook.latencies].sort((a, b) => a - b), expected, hwmMb: u['hwmMb'] as number, warmup };
 }
 
 async function memoryRun(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number, ips: number): Promise<{ hwmMb: number; rssMb: number; heapMb: number; offHeapMb: number; rate: number; cmds: number; top: string; ipsPerScript: number }> {
@@ -381,6 +392,8 @@ async function main(): Promise<void> {
       const p = (q: number): string => quantile(lat.sorted, q).toFixed(1);
       ratios.push(`event→webhook from Falco's enqueue at 5k ev/s        p50 ${p(0.5)} ms  p99 ${p(0.99)} ms  (goal p99 ≤ 50 ms)`);
       lines.push(`${'latency from enqueue, 5,000 ev/s'.padEnd(40)} p50 ${p(0.5)} ms  p90 ${p(0.9)} ms  p99 ${p(0.99)} ms  max ${p(1)} ms  (${lat.sorted.length}/${lat.expected} alerts, VmHWM ${lat.hwmMb.toFixed(0)} MB)`);
+      const w = (q: number): string => quantile(lat.warmup, q).toFixed(1);
+      lines.push(`${'  the 2 s warm-up after start, not timed'.padEnd(40)} p50 ${w(0.5)} ms  p99 ${w(0.99)} ms  max ${w(1)} ms  (${lat.warmup.length} alerts)`);
 
     }
     if (ONLY.has('memory')) {
