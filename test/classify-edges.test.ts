@@ -4,19 +4,11 @@
 import assert from 'node:assert/strict';
 import { cgroupMatches, classify, classifyBuild, classifyEgress, imagesFromCmdline, isBareImageId } from '../src/detect/classify.js';
 import type { FalcoEvent } from '../src/model/event.js';
+import { falcoEvent } from './support/records.js';
 
 const T = 1_772_446_500_000;
 type Fields = Record<string, string | null>;
-const ev = (fields: Fields, tags = ['t1612_build']): FalcoEvent => ({
-  timeNs: BigInt(T) * 1_000_000n,
-  rule: 'r',
-  priority: 'Notice',
-  source: 'syscall',
-  hostname: 'h',
-  tags,
-  output: 'o',
-  fields,
-});
+const ev = (fields: Fields, tags = ['t1612_build']): FalcoEvent => falcoEvent(fields, tags, BigInt(T) * 1_000_000n);
 const b = (fields: Fields) => classifyBuild(ev(fields), 'h');
 const e = (fields: Fields) => classifyEgress(ev({ 'fd.sip': '203.0.113.1', ...fields }, ['t1612_egress']), 'h')!;
 

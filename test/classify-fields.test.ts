@@ -3,18 +3,10 @@
 import assert from 'node:assert/strict';
 import { classifyBuild, classifyEgress, imagesFromCmdline } from '../src/detect/classify.js';
 import type { FalcoEvent } from '../src/model/event.js';
+import { falcoEvent } from './support/records.js';
 
 type Fields = Record<string, string | null>;
-const ev = (fields: Fields, tags: string[]): FalcoEvent => ({
-  timeNs: 1_772_446_500_000_000_000n,
-  rule: 'r',
-  priority: 'Notice',
-  source: 'syscall',
-  hostname: 'h',
-  tags,
-  output: 'o',
-  fields,
-});
+const ev = (fields: Fields, tags: string[]): FalcoEvent => falcoEvent(fields, tags);
 const build = (fields: Fields) => classifyBuild(ev(fields, ['t1612_build']), 'h');
 const egress = (fields: Fields) => classifyEgress(ev({ 'fd.sip': '203.0.113.1', ...fields }, ['t1612_egress']), 'h')!;
 

@@ -5,14 +5,11 @@ import { Redis } from 'ioredis';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { createStores } from '../src/store/stores.js';
-import { TestRedis } from './support/redis.js';
+import { commandCalls, TestRedis } from './support/redis.js';
 import { testConfig } from './support/scenarios.js';
 
 async function scriptCalls(r: Redis): Promise<number> {
-  const text = await r.info('commandstats');
-  let n = 0;
-  for (const m of text.matchAll(/^cmdstat_(evalsha|eval):calls=(\d+)/gm)) n += Number(m[2]);
-  return n;
+  return (await commandCalls(r, 'evalsha')) + (await commandCalls(r, 'eval'));
 }
 
 describe('first-seen decisions in batches (redis)', () => {

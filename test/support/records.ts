@@ -66,3 +66,8 @@ export function egressSignal(over: Partial<EgressSignal> = {}, proc: Partial<Egr
     ...over,
   };
 }
+
+/** A normalised Falco event with only the given fields and tags (classification tests). */
+export function falcoEvent(fields: Record<string, string | null>, tags: string[], timeNs = 1_772_446_500_000_000_000n): FalcoEvent {
+  return { timeNs, rule: 'r', priority: 'Notice', source: 'syscall', hostname: 'h', tags, output: 'o', fields };
+}
