@@ -13,7 +13,9 @@
  *
  * Every role reports its CPU time and peak RSS (VmHWM) with its result.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -268,6 +270,20 @@ interface DaemonSpec {
 }
 
 let daemon: Daemon | undefined;
+let dataDir: string | undefined;
+
+/**
+ * The shipped compose files and manifests set a data_dir, so t1612d runs with its write-ahead
+ * log as users run it; BENCH_WAL=0 leaves it off.
+ */
+function freshDataDir(): string | undefined {
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  dataDir = process.env['BENCH_WAL'] === '0' ? undefined : mkdtempSync(join(tmpdir(), 't1612d-bench-wal-'));
+  return dataDir;
+}
+process.on('exit', () => {
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
 
 async function startDaemon(s: DaemonSpec): Promise<Daemon> {
   const cfg = resolveConfig({
@@ -279,6 +295,7 @@ async function startDaemon(s: DaemonSpec): Promise<Daemon> {
       redisUrl: s.redisUrl,
       redisPrefix: s.prefix,
       webhookUrl: s.webhookUrl,
+      dataDir: freshDataDir(),
     },
   });
   daemon = new Daemon(cfg, { logger: silentLogger(), metrics: new Metrics() });

@@ -44,6 +44,7 @@ import { TestRedis, freePort } from './support/redis.js';
 import { waitFor } from './support/wait.js';
 import { inRedisSet } from './support/known.js';
 import { WebhookReceiver, type ReceivedRequest } from './support/webhook-receiver.js';
+import { GrpcEvent, loadFalcoProto } from '../src/sources/proto.js';
 
 const CI = process.env['CI'] === 'true';
 const SECRET = `container-test-${randomBytes(6).toString('hex')}`;
@@ -101,7 +102,10 @@ function falcoHttpOutputAuth(file: string, env: Record<string, string>, t1612dPo
   return `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;
 }
 
-/** One line of a write-ahead log segment: an event `{s, k, o, e}` (alert marks `{a}` are skipped). */
+/**
+ * One line of a write-ahead log segment: an event `{s, k, o, e}`, or `{s, k, o, w}` for one
+ * read off gRPC (Falco's bytes, shown here as its rule and fields); alert marks `{a}` are skipped.
+ */
 interface WalLine {
   seq: number;
   text: string;
@@ -115,8 +119,10 @@ function readWal(dir: string): { events: WalLine[]; decided: number; segments: s
     for (const text of readFileSync(join(dir, f), 'utf8').split('\n')) {
       if (text === '') continue;
       try {
-        const o = JSON.parse(text) as { s?: unknown };
-        if (typeof o.s === 'number') events.push({ seq: o.s, text });
+        const o = JSON.parse(text) as { s?: unknown; w?: unknown };
+        if (typeof o.s !== 'number') continue;
+        const ev = typeof o.w === 'string' ? loadFalcoProto().decodeResponse(Buffer.from(o.w, 'base64')) : undefined;
+        events.push({ seq: o.s, text: ev instanceof GrpcEvent ? JSON.stringify({ rule: ev.rule, fields: ev.fields }) : text });
       } catch {
         // A line torn by the kill: the log skips it too.
       }

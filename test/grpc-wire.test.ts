@@ -11,13 +11,14 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { EVENT_LIMITS, fromGrpcResponse, type FalcoEvent, type GrpcResponse } from '../src/model/event.js';
-import { InvalidResponse, loadFalcoProto, LOADER_OPTIONS, PROTO_DIR, SERVICE_NAME, UndecodableResponse } from '../src/sources/proto.js';
+import { GrpcEvent, InvalidResponse, loadFalcoProto, LOADER_OPTIONS, PROTO_DIR, SERVICE_NAME, UndecodableResponse } from '../src/sources/proto.js';
 import { GrpcSource } from '../src/sources/grpc-source.js';
 import type { GrpcSourceOptions } from '../src/sources/grpc-options.js';
 import { Intake } from '../src/sources/intake.js';
 import { createLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { testPki } from './support/certs.js';
+import { plainEvent } from './support/records.js';
 import { waitFor, withinMs } from './support/wait.js';
 
 // --- a tiny protobuf encoder -------------------------------------------------------------
@@ -217,7 +218,7 @@ function source(options: GrpcSourceOptions): { source: GrpcSource; events: Falco
   const events: FalcoEvent[] = [];
   const lines: string[] = [];
   const logger = createLogger({ level: 'debug', destination: { write: (s: string) => void lines.push(s) } });
-  const intake = new Intake({ capacity: 1000, metrics, logger, consumer: (ev) => void events.push(ev) });
+  const intake = new Intake({ capacity: 1000, metrics, logger, consumer: (ev) => void events.push(plainEvent(ev)) });
   const src = new GrpcSource(
     { backoff: { initialMs: 50, multiplier: 1.5, maxMs: 200, jitter: 0.1 }, pollIntervalMs: 30, getIntervalMs: 30, ...options },
     { intake, metrics, logger },
@@ -421,7 +422,9 @@ describe('field-level decoding of falco.outputs.response', () => {
     ];
     for (const [name, b] of cases) {
       const want = fromGrpcResponse(reference(b));
-      assert.deepEqual(decode(b), want, name);
+      const got = decode(b);
+      assert.ok(got instanceof GrpcEvent, name);
+      assert.deepEqual(plainEvent(got), want, name);
     }
   });
 

@@ -14,7 +14,9 @@ import type { Alert } from '../src/model/alert.js';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { fromFalcoJson, type FalcoEvent } from '../src/model/event.js';
+import { GrpcEvent, loadFalcoProto } from '../src/sources/proto.js';
 import { Wal, WalError } from '../src/sources/wal.js';
+import { plainEvent } from './support/records.js';
 import { TestRedis } from './support/redis.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
 import { waitFor } from './support/wait.js';
@@ -75,6 +77,45 @@ describe('write-ahead log', () => {
     return metrics.value('t1612d_wal_replayed_events_total').then((n) => assert.equal(n, 2));
   });
 
+  it('logs an event read off gRPC as the bytes Falco sent, and replays the same event from them', () => {
+    const dir = tmp();
+    const proto = loadFalcoProto();
+    const line = readFileSync(join(import.meta.dirname, 'fixtures', 'falco-captures', 'real-falco-0.43.1-builds.jsonl'), 'utf8').split('\n')[0] ?? '';
+    const json = JSON.parse(line) as Record<string, unknown>;
+    const bytes = proto.serializeResponse({ ...responseFromJson(json), output: line });
+    const ev = proto.decodeResponse(bytes);
+    assert.ok(ev instanceof GrpcEvent);
+    const a = openWal(dir);
+    assert.deepEqual([...a.replay()], []);
+    const [stamp] = a.appendBatch([ev, event('plain')], 'grpc');
+    const text = readdirSync(dir)
+      .filter((f) => f.startsWith('wal-'))
+      .map((f) => readFileSync(join(dir, f), 'utf8'))
+      .join('');
+    const first = JSON.parse(text.split('\n')[0] ?? '') as { w?: string; e?: unknown };
+    assert.equal(first.w, bytes.toString('base64'));
+    assert.equal(first.e, undefined);
+    const back = [...openWal(dir).replay()];
+    assert.equal(back.length, 2);
+    assert.equal(back[0]?.token, stamp?.token);
+    assert.ok(back[0]?.ev instanceof GrpcEvent);
+    assert.deepEqual(plainEvent(back[0].ev), plainEvent(ev));
+    // The text output comes out of the JSON line in the bytes, as at the first decode.
+    assert.equal(back[0].ev.output, (json as { output: string }).output);
+    assert.deepEqual(back[1]?.ev, event('plain'));
+  });
+
+  it('skips a logged gRPC record whose bytes no longer decode, and counts it as torn', () => {
+    const dir = tmp();
+    const a = openWal(dir);
+    assert.deepEqual([...a.replay()], []);
+    a.appendBatch([event('kept')], 'grpc');
+    const seg = readdirSync(dir).find((f) => f.startsWith('wal-')) ?? '';
+    appendFileSync(join(dir, seg), `{"s":99,"k":"x:99","o":"grpc","w":"${Buffer.from('garbage, not protobuf').toString('base64')}"}\n`);
+    const back = [...openWal(dir).replay()];
+    assert.deepEqual(back.map((r) => r.ev.rule), ['kept']);
+  });
+
   it('deletes segments once their events are decided, and keeps the decided mark', () => {
     const dir = tmp();
     const metrics = new Metrics();
@@ -90,6 +131,24 @@ describe('write-ahead log', () => {
     const again = openWal(dir);
     assert.deepEqual([...again.replay()], []);
     assert.equal(again.decided, stamps[1]?.seq);
+  });
+
+  it('writes the decided mark at once, then at most every 100 ms while marks keep coming, and the last one at close', async () => {
+    const dir = tmp();
+    const w = openWal(dir);
+    Array.from(w.replay());
+    const [a, b, c] = w.appendBatch([event('a'), event('b'), event('c')], 'http').map((s) => s.seq);
+    const onDisk = (): number => Number(readFileSync(join(dir, 'decided'), 'utf8'));
+    w.markDecided(a ?? 0);
+    assert.equal(onDisk(), a);
+    w.markDecided(b ?? 0);
+    assert.equal(w.decided, b);
+    assert.equal(onDisk(), a, 'the second mark within 100 ms waits');
+    await waitFor('the deferred mark', () => onDisk() === b);
+    w.markDecided(c ?? 0);
+    assert.equal(onDisk(), b);
+    w.close();
+    assert.equal(onDisk(), c, 'close writes the last mark');
   });
 
   it('writes gRPC-style single appends by the end of the turn', async () => {

@@ -358,42 +358,59 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
   };
 }
 
-/**
- * A gRPC `response` as read field by field off the wire (src/sources/proto.ts), before the
- * checks of `fromGrpcResponse`. Absent fields carry proto3 defaults; `fields` are already
- * normalised with `grpcFieldValue`.
+/*
+ * The checks `fromGrpcResponse` makes, one piece at a time, for the field-level decoder
+ * (src/sources/proto.ts) that reads a `response` straight off the wire: it gets the same
+ * event, or the same refusal, without building the intermediate object.
  */
-export interface GrpcParts {
-  /** Undefined when the response had no `time`. */
-  seconds: bigint | undefined;
-  nanos: number;
-  priority: number;
-  /** Undefined when field 3 was absent. */
-  sourceDeprecated: number | undefined;
-  rule: string;
-  output: string;
-  hostname: string;
-  tags: string[];
-  source: string;
-  fields: Record<string, FieldValue>;
+
+/** `rule` of a gRPC response (proto3 default ''); throws when it is no rule. */
+export function grpcRule(rule: string): string {
+  return requireRule(rule);
 }
 
-/** One gRPC output_fields value (always a string on this wire): Falco's "missing" spellings become null. */
-export function grpcFieldValue(v: string): FieldValue {
-  // Length first: most values are longer than any missing spelling, and this runs per field.
-  if (v.length <= 4) return v === '' || v === '<NA>' || v === 'null' ? null : v;
+/** `priority` enum number of a gRPC response; throws for a number Falco does not define. */
+export function grpcPriority(priority: number): Priority {
+  return normalisePriority(priority);
+}
+
+/** The event time from Timestamp `seconds` (undefined when absent) and `nanos`; throws when missing. */
+export function grpcTimeNs(seconds: bigint | undefined, nanos: number): bigint {
+  if (seconds === undefined || (seconds <= 0n && nanos === 0)) throw new InvalidEventError('time is missing');
+  return seconds * 1_000_000_000n + BigInt(nanos);
+}
+
+/** `source`, or from `source_deprecated` (an enum number, undefined when absent) when it is ''. */
+export function grpcSource(source: string, sourceDeprecated: number | undefined): string {
+  const s = optString(source, 'source', EVENT_LIMITS.source);
+  if (s !== '') return s;
+  return sourceDeprecated === undefined ? 'syscall' : (GRPC_SOURCES[String(sourceDeprecated)] ?? 'syscall');
+}
+
+/** `hostname` of a gRPC response; throws over its cap. */
+export function grpcHostname(hostname: string): string {
+  return optString(hostname, 'hostname', EVENT_LIMITS.hostname);
+}
+
+/** `tags` of a gRPC response; throws over the caps. */
+export function grpcTags(tags: string[]): string[] {
+  return normaliseTags(tags);
+}
+
+/** The text output of a gRPC `output` (the text, or Falco's JSON line that carries it), cut at its cap. */
+export function grpcOutputText(output: string): string {
+  return optString(plainOutput(output), 'output', EVENT_LIMITS.output, true);
+}
+
+/** One `output_fields` value that is not one of Falco's "missing" spellings, cut at its cap. */
+export function grpcFieldText(v: string): string {
   return v.length <= EVENT_LIMITS.fieldValue ? v : cap(v, EVENT_LIMITS.fieldValue);
 }
 
-/** The same event `fromGrpcResponse` makes of the same response, from its wire fields. */
-export function fromGrpcParts(p: GrpcParts): FalcoEvent {
-  const rule = requireRule(p.rule);
-  if (p.seconds === undefined || (p.seconds <= 0n && p.nanos === 0)) throw new InvalidEventError('time is missing');
-  let source = optString(p.source, 'source', EVENT_LIMITS.source);
-  if (source === '') source = p.sourceDeprecated === undefined ? 'syscall' : (GRPC_SOURCES[String(p.sourceDeprecated)] ?? 'syscall');
-  // The same bounds as every other source (EVENT_LIMITS): field values were cut while read.
+/** Throws when `output_fields` has more entries, or a longer key, than an event may have. */
+export function checkGrpcFields(fields: Record<string, FieldValue>): void {
   let nFields = 0;
-  for (const k in p.fields) {
+  for (const k in fields) {
     if (++nFields > EVENT_LIMITS.fields) {
       throw new InvalidEventError(`output_fields has more than ${EVENT_LIMITS.fields} entries`);
     }
@@ -401,16 +418,6 @@ export function fromGrpcParts(p: GrpcParts): FalcoEvent {
       throw new InvalidEventError(`an output_fields key is over the limit of ${EVENT_LIMITS.fieldKey} characters`);
     }
   }
-  return {
-    timeNs: p.seconds * 1_000_000_000n + BigInt(p.nanos),
-    rule,
-    priority: normalisePriority(p.priority),
-    source,
-    hostname: optString(p.hostname, 'hostname', EVENT_LIMITS.hostname),
-    tags: normaliseTags(p.tags),
-    output: optString(plainOutput(p.output), 'output', EVENT_LIMITS.output, true),
-    fields: p.fields,
-  };
 }
 
 /** Integers from here on have 16+ digits: parseJsonPreservingBigInts keeps them as text. */

@@ -22,7 +22,21 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs/minimal.js';
-import { fromGrpcParts, grpcFieldValue, type FalcoEvent, type FieldValue } from '../model/event.js';
+import {
+  checkGrpcFields,
+  EVENT_LIMITS,
+  grpcFieldText,
+  grpcHostname,
+  grpcOutputText,
+  grpcPriority,
+  grpcRule,
+  grpcSource,
+  grpcTags,
+  grpcTimeNs,
+  type FalcoEvent,
+  type FieldValue,
+  type Priority,
+} from '../model/event.js';
 
 /** Full method paths, fixed by Falco's proto (package `falco.outputs`, service `service`). */
 export const SUB_PATH = '/falco.outputs.service/sub';
@@ -96,16 +110,10 @@ export function loadFalcoProto(): FalcoProto {
     throw new Error(`Falco proto at ${file} does not define ${SUB_PATH} and ${GET_PATH}`);
   }
   const decodeResponse = (bytes: Buffer): DecodedMessage => {
-    let parts: ReturnType<typeof readResponse>;
     try {
-      parts = readResponse(bytes);
+      return readResponse(bytes);
     } catch (err) {
-      return new UndecodableResponse(err, bytes);
-    }
-    try {
-      return fromGrpcParts(parts);
-    } catch (err) {
-      return new InvalidResponse(err, bytes);
+      return err instanceof WireError ? new UndecodableResponse(err.reason, bytes) : new InvalidResponse(err, bytes);
     }
   };
   const Client = grpc.makeClientConstructor(service, SERVICE_NAME);
@@ -121,91 +129,284 @@ export function loadFalcoProto(): FalcoProto {
 
 // --- field-level decoding of falco.outputs.response ----------------------------------------
 
+/**
+ * A FalcoEvent read from Falco's gRPC bytes. Its text output is taken out of the bytes the
+ * first time something asks for it: only build signals keep it (as evidence), so the other
+ * events never build the 1–2 KB string, nor the JSON line Falco wraps it in (`json_output`).
+ * `wire` is the response as Falco sent it; the write-ahead log stores it as it is.
+ */
+export class GrpcEvent implements FalcoEvent {
+  // Private, so that the own enumerable properties are exactly FalcoEvent's (less `output`).
+  readonly #wire: Buffer;
+  readonly #outputStart: number;
+  readonly #outputEnd: number;
+  #output: string | undefined;
+
+  constructor(
+    readonly timeNs: bigint,
+    readonly rule: string,
+    readonly priority: Priority,
+    readonly source: string,
+    readonly hostname: string,
+    readonly tags: string[],
+    readonly fields: Record<string, FieldValue>,
+    wire: Buffer,
+    outputStart: number,
+    outputEnd: number,
+  ) {
+    this.#wire = wire;
+    this.#outputStart = outputStart;
+    this.#outputEnd = outputEnd;
+  }
+
+  get output(): string {
+    if (this.#output === undefined) {
+      this.#output = this.#outputEnd > this.#outputStart ? grpcOutputText(utf8(this.#wire, this.#outputStart, this.#outputEnd)) : '';
+    }
+    return this.#output;
+  }
+
+  /** The response's bytes, as Falco sent them. */
+  get wire(): Buffer {
+    return this.#wire;
+  }
+}
+
 const LEN = 2; // length-delimited wire type
 const VARINT = 0;
 
+/**
+ * Buffer's own UTF-8 and Latin-1 slices, which protobufjs uses too: `toString(enc, a, b)`
+ * costs a wrapper call and an encoding lookup per string, and a response has dozens.
+ */
+type Sliceable = Buffer & { utf8Slice?: (start: number, end: number) => string; latin1Slice?: (start: number, end: number) => string };
+
+function utf8(b: Sliceable, start: number, end: number): string {
+  return b.utf8Slice ? b.utf8Slice(start, end) : b.toString('utf8', start, end);
+}
+
+// The reader's state: one response is read at a time, start to end, without yielding.
+let buf: Sliceable = Buffer.alloc(0);
+let pos = 0;
+
+/** A varint as protobufjs' `uint32()` reads it (a longer one keeps its low 32 bits). */
+function u32(): number {
+  let b = buf[pos++] ?? 0x80;
+  let v = b & 127;
+  if (b < 128) return v;
+  b = buf[pos++] ?? 0x80;
+  v |= (b & 127) << 7;
+  if (b < 128) return v;
+  b = buf[pos++] ?? 0x80;
+  v |= (b & 127) << 14;
+  if (b < 128) return v;
+  b = buf[pos++] ?? 0x80;
+  v |= (b & 127) << 21;
+  if (b < 128) return v;
+  b = buf[pos++] ?? 0x80;
+  v = (v | ((b & 15) << 28)) >>> 0;
+  if (b < 128) return v;
+  pos += 5;
+  if (pos > buf.length) throw new RangeError('varint runs past the end of the message');
+  return v;
+}
+
+/** int64 as a bigint; the common short case without protobufjs. */
+function i64(): bigint {
+  let v = 0;
+  let scale = 1;
+  for (let i = 0; i < 7; i++) {
+    const b = buf[pos + i] ?? 0x80;
+    v += (b & 127) * scale;
+    if (b < 128) {
+      pos += i + 1;
+      return BigInt(v); // under 2^49: exact
+    }
+    scale *= 128;
+  }
+  const r = protobuf.Reader.create(buf);
+  r.pos = pos;
+  const x = r.int64() as number | { low: number; high: number };
+  pos = r.pos;
+  if (typeof x === 'number') return BigInt(x);
+  return BigInt.asIntN(64, (BigInt(x.high >>> 0) << 32n) | BigInt(x.low >>> 0));
+}
+
+/** Skip a field of any wire type, as protobufjs does (groups included). */
+function skip(wire: number): void {
+  const r = protobuf.Reader.create(buf);
+  r.pos = pos;
+  r.skipType(wire);
+  pos = r.pos;
+}
+
 /** A length-delimited field's end, checked against the enclosing message's end. */
-function lengthEnd(r: protobuf.Reader, end: number): number {
-  const len = r.uint32();
-  const e = r.pos + len;
+function lengthEnd(end: number): number {
+  const len = u32();
+  const e = pos + len;
   if (e > end) throw new RangeError(`length ${len} runs past the end of the message`);
   return e;
 }
 
 /**
- * Buffer's own UTF-8 slice, which protobufjs uses too: `toString('utf8', a, b)` costs a
- * wrapper call and an encoding lookup per string, and a response has dozens of strings.
+ * Names that come from Falco's configuration and rules (field keys, tags, rule, hostname,
+ * source) repeat in every response: they are read through a small table of the strings
+ * already made, checked byte for byte, so each is made once instead of per event. Field
+ * values (workload text) are not: they are mostly one-off.
  */
-type Utf8Sliceable = Buffer & { utf8Slice?: (start: number, end: number) => string };
+const NAME_SLOTS = 1024;
+const NAME_MAX_BYTES = 64;
+const nameText: string[] = new Array<string>(NAME_SLOTS).fill('');
 
-function readString(r: protobuf.Reader, buf: Utf8Sliceable, end: number): string {
-  const e = lengthEnd(r, end);
-  const s = buf.utf8Slice ? buf.utf8Slice(r.pos, e) : buf.toString('utf8', r.pos, e);
-  r.pos = e;
-  return s;
+function name(start: number, end: number): string {
+  const n = end - start;
+  if (n > NAME_MAX_BYTES) return utf8(buf, start, end);
+  // A few bytes pick the slot (names share their starts, so the end counts most); the check
+  // below compares every byte. A stored string equals the bytes only if they are ASCII: a
+  // byte over 127 never decodes to a character of the same code.
+  let h = n;
+  if (n >= 6) {
+    h = Math.imul(h ^ (buf[end - 1] as number), 0x01000193);
+    h = Math.imul(h ^ (buf[end - 2] as number), 0x01000193);
+    h = Math.imul(h ^ (buf[end - 3] as number), 0x01000193);
+    h = Math.imul(h ^ (buf[start + (n >> 1)] as number), 0x01000193);
+    h = Math.imul(h ^ (buf[start + 5] as number), 0x01000193);
+  } else {
+    for (let i = start; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
+  }
+  const slot = (h ^ (h >>> 15)) & (NAME_SLOTS - 1);
+  const known = nameText[slot] as string;
+  if (known.length === n) {
+    let i = 0;
+    while (i < n && known.charCodeAt(i) === buf[start + i]) i++;
+    if (i === n) return known;
+  }
+  const text = utf8(buf, start, end);
+  nameText[slot] = text;
+  return text;
 }
 
-/** int64 as a bigint, whether protobufjs found long.js (a Long) or not (a number). */
-function readInt64(r: protobuf.Reader): bigint {
-  const v = r.int64() as number | { low: number; high: number };
-  if (typeof v === 'number') return BigInt(v);
-  return BigInt.asIntN(64, (BigInt(v.high >>> 0) << 32n) | BigInt(v.low >>> 0));
+/** An output_fields value: Falco's "missing" spellings ('', `<NA>`, `null`) are null. */
+function fieldValue(start: number, end: number): FieldValue {
+  const n = end - start;
+  if (n === 0) return null;
+  if (n === 4) {
+    const b0 = buf[start];
+    if (b0 === 0x3c /* < */ && buf[start + 1] === 0x4e && buf[start + 2] === 0x41 && buf[start + 3] === 0x3e) return null;
+    if (b0 === 0x6e /* n */ && buf[start + 1] === 0x75 && buf[start + 2] === 0x6c && buf[start + 3] === 0x6c) return null;
+  }
+  return grpcFieldText(utf8(buf, start, end));
 }
 
-/** The wire fields of one `falco.outputs.response`; throws on bytes that are not one. */
-function readResponse(bytes: Buffer): Parameters<typeof fromGrpcParts>[0] {
-  const r = protobuf.Reader.create(bytes);
-  const end = r.len;
+/** One `falco.outputs.response` to an event; throws on bytes that are not one, or on a response that is no event. */
+function readResponse(bytes: Buffer): GrpcEvent {
+  buf = bytes;
+  pos = 0;
+  const end = bytes.length;
   let seconds: bigint | undefined;
   let nanos = 0;
   let priority = 0;
   let sourceDeprecated: number | undefined;
   let rule = '';
-  let output = '';
+  let outputStart = 0;
+  let outputEnd = 0;
   let hostname = '';
   let source = '';
+  let entries = 0;
+  let longKey = false;
   const tags: string[] = [];
   const fields: Record<string, FieldValue> = {};
-  while (r.pos < end) {
-    const tag = r.uint32();
-    const wire = tag & 7;
-    const id = tag >>> 3;
-    if (wire === LEN && id === 6) {
-      // map<string,string> entry: key = 1, value = 2; absent ones are ''.
-      const e = lengthEnd(r, end);
-      let k = '';
-      let v = '';
-      while (r.pos < e) {
-        const t = r.uint32();
-        if (t === 10) k = readString(r, bytes, e);
-        else if (t === 18) v = readString(r, bytes, e);
-        else r.skipType(t & 7);
-      }
-      if (r.pos !== e) throw new RangeError('map entry runs past its length');
-      // Assigning `__proto__` would go through the prototype setter; no Falco field has that name.
-      if (k !== '__proto__') fields[k] = grpcFieldValue(v);
-    } else if (wire === LEN && id === 8) tags.push(readString(r, bytes, end));
-    else if (wire === LEN && id === 1) {
-      // google.protobuf.Timestamp: seconds = 1 (int64), nanos = 2 (int32). A repeated one
-      // replaces the earlier one, as protobufjs' own decoder (and so proto-loader) does.
-      const e = lengthEnd(r, end);
-      seconds = 0n;
-      nanos = 0;
-      while (r.pos < e) {
-        const t = r.uint32();
-        if (t === 8) seconds = readInt64(r);
-        else if (t === 16) nanos = r.int32();
-        else r.skipType(t & 7);
-      }
-      if (r.pos !== e) throw new RangeError('time runs past its length');
-    } else if (wire === LEN && id === 4) rule = readString(r, bytes, end);
-    else if (wire === LEN && id === 5) output = readString(r, bytes, end);
-    else if (wire === LEN && id === 7) hostname = readString(r, bytes, end);
-    else if (wire === LEN && id === 9) source = readString(r, bytes, end);
-    else if (wire === VARINT && id === 2) priority = r.int32();
-    else if (wire === VARINT && id === 3) sourceDeprecated = r.int32();
-    else r.skipType(wire);
+  try {
+    while (pos < end) {
+      const tag = u32();
+      const wire = tag & 7;
+      const id = tag >>> 3;
+      if (wire === LEN && id === 6) {
+        // map<string,string> entry: key = 1, value = 2; absent ones are ''.
+        const e = lengthEnd(end);
+        let k = '';
+        let vs = 0;
+        let ve = 0;
+        while (pos < e) {
+          const t = u32();
+          if (t === 10) {
+            const ke = lengthEnd(e);
+            if (ke - pos > EVENT_LIMITS.fieldKey) longKey = true;
+            k = name(pos, ke);
+            pos = ke;
+          } else if (t === 18) {
+            ve = lengthEnd(e);
+            vs = pos;
+            pos = ve;
+          } else skip(t & 7);
+        }
+        if (pos !== e) throw new RangeError('map entry runs past its length');
+        entries++;
+        // Assigning `__proto__` would go through the prototype setter; no Falco field has that name.
+        if (k !== '__proto__') fields[k] = fieldValue(vs, ve);
+      } else if (wire === LEN && id === 8) {
+        const e = lengthEnd(end);
+        tags.push(name(pos, e));
+        pos = e;
+      } else if (wire === LEN && id === 1) {
+        // google.protobuf.Timestamp: seconds = 1 (int64), nanos = 2 (int32). A repeated one
+        // replaces the earlier one, as protobufjs' own decoder (and so proto-loader) does.
+        const e = lengthEnd(end);
+        seconds = 0n;
+        nanos = 0;
+        while (pos < e) {
+          const t = u32();
+          if (t === 8) seconds = i64();
+          else if (t === 16) nanos = u32() | 0;
+          else skip(t & 7);
+        }
+        if (pos !== e) throw new RangeError('time runs past its length');
+      } else if (wire === LEN && id === 5) {
+        outputEnd = lengthEnd(end);
+        outputStart = pos;
+        pos = outputEnd;
+      } else if (wire === LEN && (id === 4 || id === 7 || id === 9)) {
+        const e = lengthEnd(end);
+        const text = name(pos, e);
+        pos = e;
+        if (id === 4) rule = text;
+        else if (id === 7) hostname = text;
+        else source = text;
+      } else if (wire === VARINT && id === 2) priority = u32() | 0;
+      else if (wire === VARINT && id === 3) sourceDeprecated = u32() | 0;
+      else skip(wire);
+    }
+    if (pos !== end) throw new RangeError('field runs past the end of the message');
+  } catch (err) {
+    throw new WireError(err);
+  } finally {
+    buf = EMPTY;
   }
-  if (r.pos !== end) throw new RangeError('field runs past the end of the message');
-  return { seconds, nanos, priority, sourceDeprecated, rule, output, hostname, tags, source, fields };
+  // The checks in fromGrpcResponse's order, so a response with several faults is refused for the same one.
+  const rule_ = grpcRule(rule);
+  const timeNs = grpcTimeNs(seconds, nanos);
+  const source_ = grpcSource(source, sourceDeprecated);
+  // Keys and entries were counted as read; only a response past a cap needs the exact count.
+  if (entries > EVENT_LIMITS.fields || longKey) checkGrpcFields(fields);
+  return new GrpcEvent(
+    timeNs,
+    rule_,
+    grpcPriority(priority),
+    source_,
+    grpcHostname(hostname),
+    grpcTags(tags),
+    fields,
+    bytes,
+    outputStart,
+    outputEnd,
+  );
+}
+
+const EMPTY: Sliceable = Buffer.alloc(0);
+
+/** The bytes are not a `falco.outputs.response`. */
+class WireError extends Error {
+  constructor(readonly reason: unknown) {
+    super('not a falco.outputs.response');
+  }
 }

@@ -7,6 +7,7 @@
  *
  * Layout of the directory:
  * - `wal-<first seq>.log`  segments of JSON lines: events `{"s":seq,"k":token,"o":source,"e":event}`
+ *                          (an event from gRPC as Falco's bytes: `"w":base64` instead of `"e"`)
  *                          and alert marks `{"a":seq}` (that event's alert is in the sink);
  * - `decided`              the highest sequence number whose events are decided (atomic rename);
  * - `id`                   random id of this log, the prefix of its decide tokens;
@@ -41,6 +42,7 @@ import { PRIORITIES, type FalcoEvent, type SourceName } from '../model/event.js'
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import { ThrottledLog } from '../ops/throttled-log.js';
+import { GrpcEvent, loadFalcoProto } from './proto.js';
 
 export interface WalOptions {
   dir: string;
@@ -80,6 +82,8 @@ export class WalError extends Error {
 }
 
 const SEGMENT_MAX_BYTES = 8 * 1024 * 1024;
+/** The decided mark is written at most this often while marks keep coming. */
+const DECIDED_WRITE_MS = 100;
 const SOURCES = new Set<SourceName>(['grpc', 'http', 'file']);
 
 function segmentName(firstSeq: number): string {
@@ -87,13 +91,27 @@ function segmentName(firstSeq: number): string {
 }
 
 function encode(seq: number, token: string, source: SourceName, ev: FalcoEvent): string {
+  // An event read off Falco's gRPC stream is logged as the bytes Falco sent (base64): no
+  // serialising per event, and replay decodes it exactly as the first time.
+  if (ev instanceof GrpcEvent) return `{"s":${seq},"k":${JSON.stringify(token)},"o":"${source}","w":"${ev.wire.toString('base64')}"}\n`;
   return `${JSON.stringify({ s: seq, k: token, o: source, e: { ...ev, timeNs: ev.timeNs.toString() } })}\n`;
+}
+
+/** A logged gRPC response back to its event; undefined when it no longer decodes as one. */
+function fromWire(base64: string): FalcoEvent | undefined {
+  const msg = loadFalcoProto().decodeResponse(Buffer.from(base64, 'base64'));
+  return msg instanceof GrpcEvent ? msg : undefined;
 }
 
 /** A line back to a record; undefined when it is torn or not ours (it is skipped and counted). */
 function decode(line: string): WalRecord | undefined {
   try {
-    const o = JSON.parse(line) as { s?: unknown; k?: unknown; o?: unknown; e?: Record<string, unknown> };
+    const o = JSON.parse(line) as { s?: unknown; k?: unknown; o?: unknown; e?: Record<string, unknown>; w?: unknown };
+    if (typeof o.w === 'string') {
+      const ev = fromWire(o.w);
+      if (typeof o.s !== 'number' || typeof o.k !== 'string' || !ev || !SOURCES.has(o.o as SourceName)) return undefined;
+      return { seq: o.s, token: o.k, source: o.o as SourceName, ev };
+    }
     const e = o.e;
     if (typeof o.s !== 'number' || typeof o.k !== 'string' || !e || typeof e['timeNs'] !== 'string') return undefined;
     if (!SOURCES.has(o.o as SourceName)) return undefined;
@@ -121,6 +139,9 @@ export class Wal {
   private fsyncTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private replayed = false;
+  private decidedOnDisk = 0;
+  private decidedWrittenAt = -Infinity;
+  private decidedTimer: NodeJS.Timeout | undefined;
 
   private constructor(private readonly opts: WalOptions) {
     this.throttle = new ThrottledLog(opts.logger, 10_000);
@@ -134,6 +155,7 @@ export class Wal {
       this.id = readFileSync(idFile, 'utf8').trim();
       const decidedFile = join(dir, 'decided');
       if (existsSync(decidedFile)) this.decidedSeq = Number(readFileSync(decidedFile, 'utf8').trim()) || 0;
+      this.decidedOnDisk = this.decidedSeq;
       for (const f of readdirSync(dir).sort()) {
         const m = /^wal-(\d{16})\.log$/.exec(f);
         if (!m) continue;
@@ -277,18 +299,41 @@ export class Wal {
     }
   }
 
-  /** Everything with a sequence number up to `seq` is decided: record it, delete what is done. */
+  /**
+   * Everything with a sequence number up to `seq` is decided: record it, delete what is done.
+   * The mark is written at once, then at most every DECIDED_WRITE_MS while marks keep coming
+   * (the last one by a timer, and at close): a mark that lags only makes a replay decide some
+   * events again, under the same tokens, and the alert marks keep their alerts from going out twice.
+   */
   markDecided(seq: number): void {
     if (seq <= this.decidedSeq || this.closed) return;
     this.decidedSeq = seq;
+    const since = performance.now() - this.decidedWrittenAt;
+    if (since >= DECIDED_WRITE_MS) this.recordDecided();
+    else if (!this.decidedTimer) {
+      this.decidedTimer = setTimeout(() => {
+        this.decidedTimer = undefined;
+        if (!this.closed) this.recordDecided();
+      }, DECIDED_WRITE_MS - since);
+      this.decidedTimer.unref();
+    }
+  }
+
+  /** Write the decided mark; then, unless closing, delete what it makes deletable. */
+  private recordDecided(tidy = true): void {
+    this.decidedWrittenAt = performance.now();
+    const seq = this.decidedSeq;
+    if (seq <= this.decidedOnDisk) return;
     const file = join(this.opts.dir, 'decided');
     try {
       writeFileSync(`${file}.tmp`, String(seq));
       renameSync(`${file}.tmp`, file);
+      this.decidedOnDisk = seq;
     } catch (err) {
       this.throttle.log('warn', 'decided', { err: describeError(err) }, 'write-ahead log progress not recorded');
       return;
     }
+    if (!tidy) return;
     // The open segment too, once all of it is decided and it holds something: start a new one.
     const cur = this.segments[this.segments.length - 1];
     if (cur && cur.bytes > 0 && cur.lastSeq <= seq && this.pending.length === 0 && this.fd !== undefined) this.rotate();
@@ -319,6 +364,9 @@ export class Wal {
     } catch (err) {
       this.opts.logger.warn({ err: describeError(err) }, 'write-ahead log: last writes lost at close');
     }
+    if (this.decidedTimer) clearTimeout(this.decidedTimer);
+    this.decidedTimer = undefined;
+    if (this.fd !== undefined) this.recordDecided(false);
     this.closed = true;
     if (this.fsyncTimer) clearInterval(this.fsyncTimer);
     this.fsync();
@@ -348,7 +396,8 @@ export class Wal {
 
   private rotate(): void {
     if (this.fd !== undefined) {
-      this.fsync();
+      // With fsync_interval 0 the log is for crashes of the process, not of the machine.
+      if (this.opts.fsyncIntervalMs > 0) this.fsync();
       closeSync(this.fd);
     }
     const file = segmentName(this.nextSeq);

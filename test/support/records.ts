@@ -71,3 +71,11 @@ export function egressSignal(over: Partial<EgressSignal> = {}, proc: Partial<Egr
 export function falcoEvent(fields: Record<string, string | null>, tags: string[], timeNs = 1_772_446_500_000_000_000n): FalcoEvent {
   return { timeNs, rule: 'r', priority: 'Notice', source: 'syscall', hostname: 'h', tags, output: 'o', fields };
 }
+
+/**
+ * An event as a plain object. A gRPC event reads its text output from Falco's bytes when asked
+ * (a getter), so a deep comparison with a plain event goes through this.
+ */
+export function plainEvent(ev: FalcoEvent): FalcoEvent {
+  return { ...ev, output: ev.output };
+}
