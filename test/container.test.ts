@@ -44,7 +44,7 @@ import { TestRedis, freePort } from './support/redis.js';
 import { waitFor } from './support/wait.js';
 import { inRedisSet } from './support/known.js';
 import { WebhookReceiver, type ReceivedRequest } from './support/webhook-receiver.js';
-import { GrpcEvent, loadFalcoProto } from '../src/sources/proto.js';
+import { decodeEntry, segmentEntries } from '../src/sources/wal.js';
 
 const CI = process.env['CI'] === 'true';
 const SECRET = `container-test-${randomBytes(6).toString('hex')}`;
@@ -102,30 +102,27 @@ function falcoHttpOutputAuth(file: string, env: Record<string, string>, t1612dPo
   return `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;
 }
 
-/**
- * One line of a write-ahead log segment: an event `{s, k, o, e}`, or `{s, k, o, w}` for one
- * read off gRPC (Falco's bytes, shown here as its rule and fields); alert marks `{a}` are skipped.
- */
+/** One event of a write-ahead log segment, its text being its rule and fields (alert marks are skipped). */
 interface WalLine {
   seq: number;
   text: string;
 }
 
-/** The event lines of every `wal-*.log` segment in a data directory, and its `decided` mark. */
+/** The events of every `wal-*.log` segment in a data directory, and its `decided` mark. */
 function readWal(dir: string): { events: WalLine[]; decided: number; segments: string[] } {
   const segments = readdirSync(dir).filter((f) => /^wal-\d+\.log$/.test(f));
   const events: WalLine[] = [];
   for (const f of segments) {
-    for (const text of readFileSync(join(dir, f), 'utf8').split('\n')) {
-      if (text === '') continue;
-      try {
-        const o = JSON.parse(text) as { s?: unknown; w?: unknown };
-        if (typeof o.s !== 'number') continue;
-        const ev = typeof o.w === 'string' ? loadFalcoProto().decodeResponse(Buffer.from(o.w, 'base64')) : undefined;
-        events.push({ seq: o.s, text: ev instanceof GrpcEvent ? JSON.stringify({ rule: ev.rule, fields: ev.fields }) : text });
-      } catch {
-        // A line torn by the kill: the log skips it too.
-      }
+    let data: Buffer;
+    try {
+      data = readFileSync(join(dir, f));
+    } catch {
+      continue; // deleted by the daemon since the listing: all its events were decided
+    }
+    for (const entry of segmentEntries(data)) {
+      // A record torn by the kill: the log skips it too.
+      const rec = entry.kind === 'event' ? decodeEntry(entry) : undefined;
+      if (rec) events.push({ seq: rec.seq, text: JSON.stringify({ rule: rec.ev.rule, fields: rec.ev.fields }) });
     }
   }
   let decided = 0;

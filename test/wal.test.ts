@@ -11,7 +11,7 @@ import { Daemon } from '../src/daemon.js';
 import { FalcoEmulator, responseFromJson } from '../src/demo/emulator.js';
 import { ATTACKER_IP, REGISTRY_CIDR, renderScript } from '../src/demo/script.js';
 import type { Alert } from '../src/model/alert.js';
-import { silentLogger } from '../src/ops/logger.js';
+import { createLogger, silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { fromFalcoJson, type FalcoEvent } from '../src/model/event.js';
 import { GrpcEvent, loadFalcoProto } from '../src/sources/proto.js';
@@ -77,24 +77,30 @@ describe('write-ahead log', () => {
     return metrics.value('t1612d_wal_replayed_events_total').then((n) => assert.equal(n, 2));
   });
 
-  it('logs an event read off gRPC as the bytes Falco sent, and replays the same event from them', () => {
-    const dir = tmp();
+  /** A gRPC event as Falco 0.43.1 sends it (json_output), from the first real capture line, with some fields changed. */
+  const grpcEvent = (fields: Record<string, unknown> = {}): { ev: GrpcEvent; bytes: Buffer; json: Record<string, unknown> } => {
     const proto = loadFalcoProto();
     const line = readFileSync(join(import.meta.dirname, 'fixtures', 'falco-captures', 'real-falco-0.43.1-builds.jsonl'), 'utf8').split('\n')[0] ?? '';
-    const json = JSON.parse(line) as Record<string, unknown>;
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    const json = { ...parsed, output_fields: { ...(parsed['output_fields'] as object), ...fields } };
     const bytes = proto.serializeResponse({ ...responseFromJson(json), output: line });
     const ev = proto.decodeResponse(bytes);
     assert.ok(ev instanceof GrpcEvent);
+    return { ev, bytes, json: parsed };
+  };
+  const segmentsOf = (dir: string): string[] => readdirSync(dir).filter((f) => f.startsWith('wal-')).sort();
+
+  it('logs an event read off gRPC as the bytes Falco sent, and replays the same event from them', () => {
+    const dir = tmp();
+    const { ev, bytes, json } = grpcEvent();
     const a = openWal(dir);
     assert.deepEqual([...a.replay()], []);
     const [stamp] = a.appendBatch([ev, event('plain')], 'grpc');
-    const text = readdirSync(dir)
-      .filter((f) => f.startsWith('wal-'))
-      .map((f) => readFileSync(join(dir, f), 'utf8'))
-      .join('');
-    const first = JSON.parse(text.split('\n')[0] ?? '') as { w?: string; e?: unknown };
-    assert.equal(first.w, bytes.toString('base64'));
-    assert.equal(first.e, undefined);
+    const data = readFileSync(join(dir, segmentsOf(dir)[0] ?? ''));
+    const nl = data.indexOf(0x0a);
+    assert.deepEqual(JSON.parse(data.toString('utf8', 0, nl)), { s: stamp?.seq, k: stamp?.token, o: 'grpc', b: bytes.length });
+    assert.ok(data.subarray(nl + 1, nl + 1 + bytes.length).equals(bytes), 'the bytes as Falco sent them');
+    assert.equal(data[nl + 1 + bytes.length], 0x0a);
     const back = [...openWal(dir).replay()];
     assert.equal(back.length, 2);
     assert.equal(back[0]?.token, stamp?.token);
@@ -105,15 +111,39 @@ describe('write-ahead log', () => {
     assert.deepEqual(back[1]?.ev, event('plain'));
   });
 
-  it('skips a logged gRPC record whose bytes no longer decode, and counts it as torn', () => {
+  it('takes nothing inside Falco\'s bytes for a record: a field value shaped like alert marks does not hide its events', () => {
+    const dir = tmp();
+    const a = openWal(dir);
+    assert.deepEqual([...a.replay()], []);
+    // The next two sequence numbers are 1 and 2; marks for them inside a command line must not count.
+    const cmdline = 'sh -c "x\n{"a":1}\n{"a":2}\n"';
+    const sneaky = grpcEvent({ 'proc.cmdline': cmdline });
+    a.appendBatch([sneaky.ev, event('after')], 'grpc');
+    const back = [...openWal(dir).replay()];
+    assert.deepEqual(back.map((r) => r.seq), [1, 2]);
+    assert.equal(back[0]?.ev.fields['proc.cmdline'], cmdline);
+  });
+
+  it('skips a logged gRPC record whose bytes no longer decode, and ends a segment at a record cut short', () => {
     const dir = tmp();
     const a = openWal(dir);
     assert.deepEqual([...a.replay()], []);
     a.appendBatch([event('kept')], 'grpc');
-    const seg = readdirSync(dir).find((f) => f.startsWith('wal-')) ?? '';
-    appendFileSync(join(dir, seg), `{"s":99,"k":"x:99","o":"grpc","w":"${Buffer.from('garbage, not protobuf').toString('base64')}"}\n`);
-    const back = [...openWal(dir).replay()];
-    assert.deepEqual(back.map((r) => r.ev.rule), ['kept']);
+    const seg = join(dir, segmentsOf(dir)[0] ?? '');
+    const garbage = Buffer.from('garbage, not protobuf');
+    appendFileSync(seg, Buffer.concat([Buffer.from(`{"s":99,"k":"x:99","o":"grpc","b":${garbage.length}}\n`), garbage, Buffer.from('\n')]));
+    appendFileSync(seg, `${JSON.stringify({ s: 100, k: 'x:100', o: 'http', e: { ...event('after garbage'), timeNs: '1' } })}\n`);
+    // A record whose bytes end early (the crash came mid-write), then a line that must not be read.
+    const { bytes } = grpcEvent();
+    appendFileSync(seg, Buffer.concat([Buffer.from(`{"s":101,"k":"x:101","o":"grpc","b":${bytes.length}}\n`), bytes.subarray(0, 100)]));
+    // What a later write put after it is not read: its bytes could be anything.
+    appendFileSync(seg, Buffer.concat([Buffer.from(`{"s":102,"k":"x:102","o":"grpc","b":${bytes.length}}\n`), bytes, Buffer.from('\n')]));
+    const metrics = new Metrics();
+    const logs: string[] = [];
+    const w = Wal.open({ dir, maxBytes: 64 * 1024 * 1024, fsyncIntervalMs: 0, metrics, logger: createLogger({ level: 'warn', destination: { write: (l: string) => void logs.push(l) } }) });
+    open.push(w);
+    assert.deepEqual([...w.replay()].map((r) => r.ev.rule), ['kept', 'after garbage']);
+    assert.ok(logs.some((l) => l.includes('"lines":2')), logs.join('\n'));
   });
 
   it('deletes segments once their events are decided, and keeps the decided mark', () => {

@@ -6,8 +6,9 @@
  * same id) as before the crash.
  *
  * Layout of the directory:
- * - `wal-<first seq>.log`  segments of JSON lines: events `{"s":seq,"k":token,"o":source,"e":event}`
- *                          (an event from gRPC as Falco's bytes: `"w":base64` instead of `"e"`)
+ * - `wal-<first seq>.log`  segments of records: events as JSON lines `{"s":seq,"k":token,"o":source,"e":event}`,
+ *                          an event from gRPC as a line `{"s":seq,"k":token,"o":"grpc","b":length}`
+ *                          followed by the bytes Falco sent and a newline,
  *                          and alert marks `{"a":seq}` (that event's alert is in the sink);
  * - `decided`              the highest sequence number whose events are decided (atomic rename);
  * - `id`                   random id of this log, the prefix of its decide tokens;
@@ -90,31 +91,77 @@ function segmentName(firstSeq: number): string {
   return `wal-${String(firstSeq).padStart(16, '0')}.log`;
 }
 
-function encode(seq: number, token: string, source: SourceName, ev: FalcoEvent): string {
-  // An event read off Falco's gRPC stream is logged as the bytes Falco sent (base64): no
-  // serialising per event, and replay decodes it exactly as the first time.
-  if (ev instanceof GrpcEvent) return `{"s":${seq},"k":${JSON.stringify(token)},"o":"${source}","w":"${ev.wire.toString('base64')}"}\n`;
-  return `${JSON.stringify({ s: seq, k: token, o: source, e: { ...ev, timeNs: ev.timeNs.toString() } })}\n`;
+const NL = Buffer.from('\n');
+
+/** Push one event's record onto `out`: a JSON line, or a header line and Falco's bytes. */
+function encode(out: (string | Buffer)[], seq: number, token: string, source: SourceName, ev: FalcoEvent): void {
+  // An event read off Falco's gRPC stream is logged as the bytes Falco sent, after a header
+  // line that gives their length: no serialising per event, and replay decodes it exactly as
+  // the first time.
+  if (ev instanceof GrpcEvent) {
+    out.push(`{"s":${seq},"k":${JSON.stringify(token)},"o":"${source}","b":${ev.wire.length}}\n`, ev.wire, NL);
+    return;
+  }
+  out.push(`${JSON.stringify({ s: seq, k: token, o: source, e: { ...ev, timeNs: ev.timeNs.toString() } })}\n`);
 }
 
-/** A logged gRPC response back to its event; undefined when it no longer decodes as one. */
-function fromWire(base64: string): FalcoEvent | undefined {
-  const msg = loadFalcoProto().decodeResponse(Buffer.from(base64, 'base64'));
-  return msg instanceof GrpcEvent ? msg : undefined;
+/** One record of a segment, in the order written. */
+export type WalEntry =
+  | { kind: 'event'; header: string; bytes?: Buffer }
+  | { kind: 'alerted'; seq: number }
+  | { kind: 'torn' };
+
+const ALERT_MARK = /^\{"a":(\d+)\}$/;
+
+/**
+ * The records of one segment, in the order written. A line that is not a record is torn (a
+ * write cut short by a crash, or damage) and skipped. A binary record cut short ends the
+ * walk: what follows it cannot be told from its bytes, and taking its bytes for lines would let
+ * a field value pass for a record.
+ */
+export function* segmentEntries(data: Buffer): Generator<WalEntry> {
+  let pos = 0;
+  while (pos < data.length) {
+    const nl = data.indexOf(0x0a, pos);
+    if (nl < 0) {
+      yield { kind: 'torn' }; // the last line, cut short
+      return;
+    }
+    const line = data.toString('utf8', pos, nl);
+    pos = nl + 1;
+    if (line === '') continue;
+    const mark = ALERT_MARK.exec(line);
+    if (mark) {
+      yield { kind: 'alerted', seq: Number(mark[1]) };
+      continue;
+    }
+    const len = /"b":(\d+)\}$/.exec(line);
+    if (!len) {
+      yield { kind: 'event', header: line };
+      continue;
+    }
+    const n = Number(len[1]);
+    if (pos + n >= data.length || data[pos + n] !== 0x0a) {
+      yield { kind: 'torn' };
+      return;
+    }
+    yield { kind: 'event', header: line, bytes: data.subarray(pos, pos + n) };
+    pos += n + 1;
+  }
 }
 
-/** A line back to a record; undefined when it is torn or not ours (it is skipped and counted). */
-function decode(line: string): WalRecord | undefined {
+/** An event record back to a record; undefined when it is torn or not ours (it is skipped and counted). */
+export function decodeEntry(entry: { header: string; bytes?: Buffer }): WalRecord | undefined {
   try {
-    const o = JSON.parse(line) as { s?: unknown; k?: unknown; o?: unknown; e?: Record<string, unknown>; w?: unknown };
-    if (typeof o.w === 'string') {
-      const ev = fromWire(o.w);
-      if (typeof o.s !== 'number' || typeof o.k !== 'string' || !ev || !SOURCES.has(o.o as SourceName)) return undefined;
-      return { seq: o.s, token: o.k, source: o.o as SourceName, ev };
+    const o = JSON.parse(entry.header) as { s?: unknown; k?: unknown; o?: unknown; e?: Record<string, unknown>; b?: unknown };
+    if (typeof o.s !== 'number' || typeof o.k !== 'string' || !SOURCES.has(o.o as SourceName)) return undefined;
+    if (entry.bytes) {
+      if (o.b !== entry.bytes.length) return undefined;
+      const ev = loadFalcoProto().decodeResponse(entry.bytes);
+      return ev instanceof GrpcEvent ? { seq: o.s, token: o.k, source: o.o as SourceName, ev } : undefined;
     }
     const e = o.e;
-    if (typeof o.s !== 'number' || typeof o.k !== 'string' || !e || typeof e['timeNs'] !== 'string') return undefined;
-    if (!SOURCES.has(o.o as SourceName)) return undefined;
+    if (!e || typeof e['timeNs'] !== 'string') return undefined;
     if (!PRIORITIES.includes(e['priority'] as (typeof PRIORITIES)[number])) return undefined;
     const ev = { ...e, timeNs: BigInt(e['timeNs']) } as unknown as FalcoEvent;
     if (typeof ev.rule !== 'string' || !Array.isArray(ev.tags) || typeof ev.fields !== 'object') return undefined;
@@ -132,7 +179,7 @@ export class Wal {
   private fd: number | undefined;
   private nextSeq = 1;
   private decidedSeq = 0;
-  private pending: string[] = [];
+  private pending: (string | Buffer)[] = [];
   private pendingLast = 0;
   private flushScheduled = false;
   private dirty = false;
@@ -194,29 +241,29 @@ export class Wal {
     this.replayed = true;
     // First the alert marks (a mark can sit in a later segment than its event).
     const alerted = new Set<number>();
-    const texts = new Map<string, string>();
+    const datas = new Map<string, Buffer>();
     for (const seg of this.segments) {
       try {
-        const text = readFileSync(join(this.opts.dir, seg.file), 'utf8');
-        for (const m of text.matchAll(/^\{"a":(\d+)\}$/gm)) alerted.add(Number(m[1]));
+        const data = readFileSync(join(this.opts.dir, seg.file));
+        for (const entry of segmentEntries(data)) if (entry.kind === 'alerted') alerted.add(entry.seq);
         // Kept only while the log is small; a big one is read again below, segment by segment.
-        if (texts.size < 4) texts.set(seg.file, text);
+        if (datas.size < 4) datas.set(seg.file, data);
       } catch (err) {
         this.opts.logger.warn({ file: seg.file, err: describeError(err) }, 'write-ahead log segment unreadable; skipped');
       }
     }
     for (const seg of [...this.segments]) {
       seg.lastSeq = seg.firstSeq - 1;
-      let text: string;
+      let data: Buffer;
       try {
-        text = texts.get(seg.file) ?? readFileSync(join(this.opts.dir, seg.file), 'utf8');
-        texts.delete(seg.file);
+        data = datas.get(seg.file) ?? readFileSync(join(this.opts.dir, seg.file));
+        datas.delete(seg.file);
       } catch {
         continue; // reported above
       }
-      for (const line of text.split('\n')) {
-        if (line === '' || line.startsWith('{"a":')) continue;
-        const rec = decode(line);
+      for (const entry of segmentEntries(data)) {
+        if (entry.kind === 'alerted') continue;
+        const rec = entry.kind === 'event' ? decodeEntry(entry) : undefined;
         if (!rec) {
           torn++; // a write cut short by the crash, or damage
           continue;
@@ -252,7 +299,7 @@ export class Wal {
     const stamps: WalStamp[] = [];
     for (const ev of events) {
       const stamp = this.stamp();
-      this.pending.push(encode(stamp.seq, stamp.token, source, ev));
+      encode(this.pending, stamp.seq, stamp.token, source, ev);
       this.pendingLast = stamp.seq;
       stamps.push(stamp);
     }
@@ -265,7 +312,7 @@ export class Wal {
     if (this.closed) return undefined;
     this.startWriting();
     const stamp = this.stamp();
-    this.pending.push(encode(stamp.seq, stamp.token, source, ev));
+    encode(this.pending, stamp.seq, stamp.token, source, ev);
     this.pendingLast = stamp.seq;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -344,7 +391,7 @@ export class Wal {
   flushSync(): void {
     if (this.pending.length === 0) return;
     if (this.fd === undefined) throw new WalError('write-ahead log is closed');
-    const data = Buffer.from(this.pending.join(''), 'utf8');
+    const data = Buffer.concat(this.pending.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
     this.pending = [];
     let off = 0;
     while (off < data.length) off += writeSync(this.fd, data, off);
