@@ -37,6 +37,7 @@ import { parseIsoNs } from '../src/model/event.js';
 import { TestRedis } from '../test/support/redis.js';
 import type { FillSpec, Msg } from './child.js';
 import { ipOf, OUTSIDE_BUILD, templates, variant, wallNs } from './events.js';
+import { NODE_FLAGS } from '../src/ops/heap.js';
 import { decodeBench } from './decode.js';
 import { runMicro } from './micro.js';
 
@@ -76,7 +77,7 @@ class Child {
   constructor(role: string) {
     // BENCH_PROF=dir writes a CPU profile of each t1612d process there (node --cpu-prof).
     const prof = process.env['BENCH_PROF'] && role === 'daemon' ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_PROF']}`] : [];
-    this.proc = fork(CHILD, [role], { execArgv: [...(UNDER_TSX ? ['--import', 'tsx'] : []), ...(role === 'daemon' ? (process.env['BENCH_DAEMON_ARGS'] ?? '').split(' ').filter(Boolean) : []), ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc = fork(CHILD, [role], { execArgv: [...(UNDER_TSX ? ['--import', 'tsx'] : []), ...(role === 'daemon' ? [...NODE_FLAGS, ...(process.env['BENCH_DAEMON_ARGS'] ?? '').split(' ').filter(Boolean)] : []), ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.proc.on('message', (m: Msg) => {
       if (this.waiting) {
         const w = this.waiting;

@@ -23,6 +23,7 @@ import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
+import { NODE_FLAGS } from '../src/ops/heap.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 't1612d.js');
 const TOKEN = 'storm-bench-token';
@@ -36,7 +37,8 @@ interface Daemon {
 
 async function startDaemon(): Promise<Daemon> {
   const dir = mkdtempSync(join(tmpdir(), 't1612d-storm-'));
-  const child = spawn(process.execPath, [BIN, 'run'], {
+  // Started as the image starts it (its node flags).
+  const child = spawn(process.execPath, [...NODE_FLAGS, BIN, 'run'], {
     env: {
       PATH: process.env['PATH'] ?? '',
       T1612D_FALCO_GRPC_ADDRESS: '',

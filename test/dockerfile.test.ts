@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { NODE_FLAGS } from '../src/ops/heap.js';
 import { ROOT } from './support/compose.js';
 
 interface Instruction {
@@ -121,6 +122,8 @@ describe('Dockerfile', () => {
     assert.ok(Array.isArray(entrypoint));
     assert.match(String(entrypoint[0]), /tini$/);
     assert.ok(entrypoint.includes('/app/bin/t1612d.js'));
+    // node gets the daemon's heap flags, before the script.
+    assert.deepEqual(entrypoint.slice(entrypoint.indexOf('node') + 1, entrypoint.indexOf('/app/bin/t1612d.js')), [...NODE_FLAGS]);
     assert.deepEqual(JSON.parse(last('CMD') ?? 'null'), ['run']);
     assert.ok(final.steps.some((i) => i.op === 'RUN' && /install\b.*\btini\b/.test(i.args)), 'tini is installed');
   });

@@ -8,6 +8,15 @@
  */
 import { setFlagsFromString } from 'node:v8';
 
+/**
+ * Flags node must be started with (V8 sizes the young generation before any code runs, so
+ * `t1612d run` cannot set them itself): the image's ENTRYPOINT passes them. A young
+ * generation of 3 x 8 MB instead of 3 x 16 MB: the events t1612d allocates die young either
+ * way, and the peak RSS of `npm run bench`'s memory run drops by about 17 MB (168 -> 151 MB)
+ * with no measurable change in throughput.
+ */
+export const NODE_FLAGS = ['--max-semi-space-size=8'] as const;
+
 /** V8's heap growing factor becomes 1 + this / 100. */
 export const HEAP_GROWING_PERCENT = 20;
 
