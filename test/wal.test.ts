@@ -13,7 +13,7 @@ import { ATTACKER_IP, REGISTRY_CIDR, renderScript } from '../src/demo/script.js'
 import type { Alert } from '../src/model/alert.js';
 import { createLogger, silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
-import { fromFalcoJson, type FalcoEvent } from '../src/model/event.js';
+import { fromFalcoJson, parseEventText, type FalcoEvent } from '../src/model/event.js';
 import { GrpcEvent, loadFalcoProto } from '../src/sources/proto.js';
 import { Wal, WalError } from '../src/sources/wal.js';
 import { plainEvent } from './support/records.js';
@@ -109,6 +109,24 @@ describe('write-ahead log', () => {
     // The text output comes out of the JSON line in the bytes, as at the first decode.
     assert.equal(back[0].ev.output, (json as { output: string }).output);
     assert.deepEqual(back[1]?.ev, event('plain'));
+  });
+
+  it('logs an event from a JSON body as the text it was parsed from, and replays the same event from it', () => {
+    const dir = tmp();
+    const line = readFileSync(join(import.meta.dirname, 'fixtures', 'falco-captures', 'real-falco-0.43.1-builds.jsonl'), 'utf8').split('\n')[0] ?? '';
+    // Pretty-printed: a text with newlines inside is still one record.
+    const text = Buffer.from(JSON.stringify(JSON.parse(line), null, 2));
+    const ev = fromFalcoJson(parseEventText(text.toString('utf8')), true);
+    const a = openWal(dir);
+    assert.deepEqual([...a.replay()], []);
+    const [stamp] = a.appendBatch([ev, event('no text')], 'http', [text, undefined]);
+    const data = readFileSync(join(dir, segmentsOf(dir)[0] ?? ''));
+    const nl = data.indexOf(0x0a);
+    assert.deepEqual(JSON.parse(data.toString('utf8', 0, nl)), { s: stamp?.seq, k: stamp?.token, o: 'http', j: text.length });
+    assert.ok(data.subarray(nl + 1, nl + 1 + text.length).equals(text), 'the text as it came');
+    const back = [...openWal(dir).replay()];
+    assert.deepEqual(back.map((r) => r.ev), [ev, event('no text')]);
+    assert.equal(back[0]?.ev.timeNs, ev.timeNs);
   });
 
   it('takes nothing inside Falco\'s bytes for a record: a field value shaped like alert marks does not hide its events', () => {

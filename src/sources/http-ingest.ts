@@ -175,7 +175,7 @@ export class HttpIngest implements HttpRoute {
       reject(req, res, new HttpRejection(400, reason, 'invalid'));
       return;
     }
-    const { events, invalid } = parsed;
+    const { events, invalid, texts } = parsed;
     if (events.length === 0) {
       for (const bad of invalid) intake.invalid('http', bad.error, bad.sample);
       const first = invalid[0];
@@ -186,7 +186,7 @@ export class HttpIngest implements HttpRoute {
     // Decide before counting anything: a 503 is retried, and a retry must not count twice.
     let taken: boolean;
     try {
-      taken = intake.offerBatch(events, 'http');
+      taken = intake.offerBatch(events, 'http', texts);
     } catch (err) {
       this.deps.logger.error({ err: describeError(err) }, 'write-ahead log write failed; ingest refused');
       reject(req, res, new HttpRejection(503, 'cannot store events, retry later', 'wal_error', { 'Retry-After': this.retryAfter }));

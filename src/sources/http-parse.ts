@@ -25,6 +25,11 @@ export interface InvalidItem {
 export interface ParsedEvents {
   events: FalcoEvent[];
   invalid: InvalidItem[];
+  /**
+   * Per event, the JSON text it was parsed from, as bytes of the body, where the event is a
+   * whole item (not one of an array): the write-ahead log stores it instead of serialising the event.
+   */
+  texts?: (Buffer | undefined)[];
 }
 
 /** Largest single event, bytes: Falco's are a few KiB; parsing 1 MiB takes a few ms. */
@@ -245,6 +250,7 @@ export async function parseIngestBody(body: Buffer, maxItems: number): Promise<P
   const spans = await scanItems(body, from, maxItems);
 
   const out: ParsedEvents = { events: [], invalid: [] };
+  const texts: (Buffer | undefined)[] = [];
   let sliceStart = performance.now();
   for (let k = 0; k < spans.length; k++) {
     if (performance.now() - sliceStart >= SLICE_MS) {
@@ -270,9 +276,12 @@ export async function parseIngestBody(body: Buffer, maxItems: number): Promise<P
       // An array nested in a top-level array, or an NDJSON line holding an array of events.
       collect(value, out);
     } else {
+      const before = out.events.length;
       collect([value], out);
+      if (out.events.length > before) texts[before] = body.subarray(s.start, s.end);
     }
   }
+  out.texts = texts;
   if (out.events.length === 0 && first !== 0x7b && first !== 0x5b) {
     throw new InvalidEventError('body is not JSON (for Falco, set json_output: true so http_output posts JSON events)');
   }

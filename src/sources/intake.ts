@@ -97,14 +97,15 @@ export class Intake {
   }
 
   /**
-   * Enqueue a whole batch if it fits, else nothing (false). With a write-ahead log the batch is
+   * Enqueue a whole batch if it fits, else nothing (false). `texts` are the JSON texts the
+   * events were parsed from, where known (the log stores those). With a write-ahead log the batch is
    * written (to the page cache, fsync per `wal_fsync_interval`) before this returns; a write
    * failure throws and nothing is queued.
    */
-  offerBatch(events: readonly FalcoEvent[], source: SourceName): boolean {
+  offerBatch(events: readonly FalcoEvent[], source: SourceName, texts?: readonly (Buffer | undefined)[]): boolean {
     if (!this.hasRoom(events.length)) return false;
     const wal = this.opts.wal;
-    const stamped = wal ? wal.appendBatch(events, source) : undefined;
+    const stamped = wal ? wal.appendBatch(events, source, texts) : undefined;
     // Counted per kind, once each: a prom-client inc per event costs microseconds, and a batch
     // of 10k events must not hold the event loop for that long.
     const kinds = new Map<string, number>();

@@ -8,7 +8,8 @@
  * Layout of the directory:
  * - `wal-<first seq>.log`  segments of records: events as JSON lines `{"s":seq,"k":token,"o":source,"e":event}`,
  *                          an event from gRPC as a line `{"s":seq,"k":token,"o":"grpc","b":length}`
- *                          followed by the bytes Falco sent and a newline,
+ *                          followed by the bytes Falco sent and a newline, an event from a
+ *                          JSON body likewise with `"j":length` and the JSON text it was parsed from,
  *                          and alert marks `{"a":seq}` (that event's alert is in the sink);
  * - `decided`              the highest sequence number whose events are decided (atomic rename);
  * - `id`                   random id of this log, the prefix of its decide tokens;
@@ -40,7 +41,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describeError } from '../model/errors.js';
-import { PRIORITIES, type FalcoEvent, type SourceName } from '../model/event.js';
+import { fromFalcoJson, parseEventText, PRIORITIES, type FalcoEvent, type SourceName } from '../model/event.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import { ThrottledLog } from '../ops/throttled-log.js';
@@ -94,13 +95,19 @@ function segmentName(firstSeq: number): string {
 
 const NL = Buffer.from('\n');
 
-/** Push one event's record onto `out`: a JSON line, or a header line and Falco's bytes. */
-function encode(out: (string | Buffer)[], seq: number, token: string, source: SourceName, ev: FalcoEvent): void {
-  // An event read off Falco's gRPC stream is logged as the bytes Falco sent, after a header
-  // line that gives their length: no serialising per event, and replay decodes it exactly as
-  // the first time.
+/**
+ * Push one event's record onto `out`: a header line, then what Falco sent (its gRPC bytes, or
+ * the JSON text the event was parsed from) and a newline; or, for an event known only as
+ * parsed, a JSON line of it. What Falco sent is stored as it came: no serialising per event,
+ * and replay reads it exactly as the first time.
+ */
+function encode(out: (string | Buffer)[], seq: number, token: string, source: SourceName, ev: FalcoEvent, text?: Buffer): void {
   if (ev instanceof GrpcEvent) {
     out.push(`{"s":${seq},"k":${JSON.stringify(token)},"o":"${source}","b":${ev.wire.length}}\n`, ev.wire, NL);
+    return;
+  }
+  if (text) {
+    out.push(`{"s":${seq},"k":${JSON.stringify(token)},"o":"${source}","j":${text.length}}\n`, text, NL);
     return;
   }
   out.push(`${JSON.stringify({ s: seq, k: token, o: source, e: { ...ev, timeNs: ev.timeNs.toString() } })}\n`);
@@ -136,7 +143,7 @@ export function* segmentEntries(data: Buffer): Generator<WalEntry> {
       yield { kind: 'alerted', seq: Number(mark[1]) };
       continue;
     }
-    const len = /"b":(\d+)\}$/.exec(line);
+    const len = /"[bj]":(\d+)\}$/.exec(line);
     if (!len) {
       yield { kind: 'event', header: line };
       continue;
@@ -154,13 +161,17 @@ export function* segmentEntries(data: Buffer): Generator<WalEntry> {
 /** An event record back to a record; undefined when it is torn or not ours (it is skipped and counted). */
 export function decodeEntry(entry: { header: string; bytes?: Buffer }): WalRecord | undefined {
   try {
-    const o = JSON.parse(entry.header) as { s?: unknown; k?: unknown; o?: unknown; e?: Record<string, unknown>; b?: unknown };
+    const o = JSON.parse(entry.header) as { s?: unknown; k?: unknown; o?: unknown; e?: Record<string, unknown>; b?: unknown; j?: unknown };
     if (typeof o.s !== 'number' || typeof o.k !== 'string' || !SOURCES.has(o.o as SourceName)) return undefined;
-    if (entry.bytes) {
-      if (o.b !== entry.bytes.length) return undefined;
+    if (entry.bytes && o.b === entry.bytes.length) {
       const ev = loadFalcoProto().decodeResponse(entry.bytes);
       return ev instanceof GrpcEvent ? { seq: o.s, token: o.k, source: o.o as SourceName, ev } : undefined;
     }
+    if (entry.bytes && o.j === entry.bytes.length) {
+      const ev = fromFalcoJson(parseEventText(entry.bytes.toString('utf8')), true);
+      return { seq: o.s, token: o.k, source: o.o as SourceName, ev };
+    }
+    if (entry.bytes) return undefined;
     const e = o.e;
     if (!e || typeof e['timeNs'] !== 'string') return undefined;
     if (!PRIORITIES.includes(e['priority'] as (typeof PRIORITIES)[number])) return undefined;
@@ -317,13 +328,16 @@ export class Wal {
     this.trim();
   }
 
-  /** Append a batch and write it now; throws when the write fails (nothing is then acknowledged). */
-  appendBatch(events: readonly FalcoEvent[], source: SourceName): WalStamp[] {
+  /**
+   * Append a batch and write it now; throws when the write fails (nothing is then acknowledged).
+   * `texts[i]`, when given, is the JSON text `events[i]` was parsed from (stored instead of it).
+   */
+  appendBatch(events: readonly FalcoEvent[], source: SourceName, texts?: readonly (Buffer | undefined)[]): WalStamp[] {
     this.startWriting();
     const stamps: WalStamp[] = [];
-    for (const ev of events) {
+    for (let i = 0; i < events.length; i++) {
       const stamp = this.stamp();
-      encode(this.pending, stamp.seq, stamp.token, source, ev);
+      encode(this.pending, stamp.seq, stamp.token, source, events[i] as FalcoEvent, texts?.[i]);
       this.pendingLast = stamp.seq;
       stamps.push(stamp);
     }
