@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
+import { SCRIPT_ITEMS } from '../src/store/redis/first-seen.js';
 import { createStores } from '../src/store/stores.js';
 import { commandCalls, TestRedis } from './support/redis.js';
 import { testConfig } from './support/scenarios.js';
@@ -53,6 +54,27 @@ describe('first-seen decisions in batches (redis)', () => {
         o,
       );
       assert.ok(again.results.every((r) => !r.isNew && !r.claimed));
+    } finally {
+      await stores.close();
+    }
+  });
+
+  it('splits a batch too big for one call into calls of SCRIPT_ITEMS, answered in order (the same IP twice: the first one is new)', async () => {
+    const stores = await createStores(testConfig({ redisUrl: redis.url, redisPrefix: TestRedis.prefix() }), { logger: silentLogger(), metrics: new Metrics() });
+    try {
+      const now = Date.UTC(2026, 2, 2);
+      const o = { nowMs: now, retentionMs: 30 * 86_400_000, learningPeriodMs: 0, learningStartCandidate: now, claimTtlMs: 60_000 };
+      await stores.firstSeen.decide('big', [{ ip: '192.0.2.1', eventTimeMs: now, token: 't0', claim: null }], o);
+      // 25,000 arguments and more would not fit on the stack as one call's.
+      const n = 5 * SCRIPT_ITEMS + 1;
+      const ips = Array.from({ length: n }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+      ips[n - 1] = ips[0] as string; // decided in the first call, seen again in the last
+      const before = await scriptCalls(probe);
+      const batch = await stores.firstSeen.decide('big', ips.map((ip, i) => ({ ip, eventTimeMs: now, token: `t${i + 1}`, claim: null })), o);
+      assert.equal((await scriptCalls(probe)) - before, 6);
+      assert.equal(batch.results.length, n);
+      assert.ok(batch.results.slice(0, n - 1).every((r) => r.isNew));
+      assert.equal(batch.results[n - 1]?.isNew, false);
     } finally {
       await stores.close();
     }

@@ -29,6 +29,9 @@ import { bucketOf, ipField, isCluster, pipelinePerNode } from './slots.js';
 /** How long a decision's token is kept next to its IP (retries of a lost reply come sooner). */
 export const TOKEN_KEEP_MS = 24 * 3_600_000;
 /** Buckets per sweep step (one pipelined round trip per node). */
+/** Items one decide script call takes at most. */
+export const SCRIPT_ITEMS = 1_000;
+
 const SWEEP_CHUNK = 256;
 /** A sweep of N IPs waits N ms after the last one, at most an hour. */
 const SWEEP_MS_PER_IP = 1;
@@ -279,7 +282,15 @@ export class RedisFirstSeenStore implements FirstSeenStore {
       | { kind: 'decide'; key: string; items: number[] }
       | { kind: 'learning'; key: string }
       | { kind: 'mark'; key: string; buckets: number[] };
-    const work: Work[] = [...groups.values()].map((list) => ({ kind: 'decide', key: k.bucket(bucketOfItem[list[0] as number] as number), items: list }));
+    // A call takes at most SCRIPT_ITEMS items (its arguments are spread onto the stack); the
+    // calls of one pipeline run in order, so a later call sees what an earlier one recorded.
+    const work: Work[] = [];
+    for (const list of groups.values()) {
+      for (let at = 0; at < list.length; at += SCRIPT_ITEMS) {
+        const part = list.slice(at, at + SCRIPT_ITEMS);
+        work.push({ kind: 'decide', key: k.bucket(bucketOfItem[part[0] as number] as number), items: part });
+      }
+    }
     // The learning key's TTL is refreshed with every batch, on the same round trip.
     if (o.learningPeriodMs > 0) work.push({ kind: 'learning', key: k.learning });
     // Buckets this daemon has not marked used yet are marked on the same round trip, so no
