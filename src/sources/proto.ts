@@ -3,9 +3,10 @@
  * Owns the method paths, the (de)serialisers and the decoding options; the gRPC source and
  * the Falco emulator both build on this so they speak exactly the same wire format.
  *
- * Client-side decoding reads the response field by field with protobufjs' Reader (the library
- * proto-loader itself uses, one level down) straight into a FalcoEvent: no intermediate
- * message object, no `toObject`, no second normalising pass. It reads exactly what
+ * Client-side decoding reads the response field by field, varints as protobufjs' Reader reads
+ * them (the library proto-loader itself uses, one level down; it still skips unknown fields
+ * and reads long int64s), straight into a GrpcEvent: no intermediate message object, no
+ * `toObject`, no second normalising pass, the text output only when asked for. It reads exactly what
  * proto-loader's decode followed by `fromGrpcResponse` would: unknown fields of every wire
  * type skipped, Falco ≤0.30 responses (no fields 8 and 9) with proto3 defaults, repeated
  * fields accumulated, the last `time`, scalar or map entry for a key winning. A known field
@@ -176,10 +177,10 @@ const LEN = 2; // length-delimited wire type
 const VARINT = 0;
 
 /**
- * Buffer's own UTF-8 and Latin-1 slices, which protobufjs uses too: `toString(enc, a, b)`
- * costs a wrapper call and an encoding lookup per string, and a response has dozens.
+ * Buffer's own UTF-8 slice, which protobufjs uses too: `toString('utf8', a, b)` costs a
+ * wrapper call and an encoding lookup per string, and a response has dozens.
  */
-type Sliceable = Buffer & { utf8Slice?: (start: number, end: number) => string; latin1Slice?: (start: number, end: number) => string };
+type Sliceable = Buffer & { utf8Slice?: (start: number, end: number) => string };
 
 function utf8(b: Sliceable, start: number, end: number): string {
   return b.utf8Slice ? b.utf8Slice(start, end) : b.toString('utf8', start, end);
