@@ -209,13 +209,14 @@ interface Result {
 
 type GrpcKind = 'raw' | 'decode' | 'daemon';
 
-async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number): Promise<{ results: Map<GrpcKind, Result[]>; cmdsPerEvent: number[] }> {
+async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number): Promise<{ results: Map<GrpcKind, Result[]>; cmdsPerEvent: number[]; top: string }> {
   const results = new Map<GrpcKind, Result[]>([
     ['raw', []],
     ['decode', []],
     ['daemon', []],
   ]);
   const cmdsPerEvent: number[] = [];
+  let top = '';
   const kinds: GrpcKind[] = ['raw', 'decode', 'daemon'];
   const spec: FillSpec = { n, distinct: 2000, host: 'node-grpc', build: true, ipBase: 30 };
   for (let r = 0; r < ROUNDS; r++) {
@@ -227,7 +228,9 @@ async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl:
       if (kind === 'daemon') {
         const before = await commandStats(redis);
         res = await child.ask({ op: 'grpc', n, spec: { grpcAddress: address, redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } });
-        cmdsPerEvent.push(diff(before, await commandStats(redis)).total / n);
+        const d = diff(before, await commandStats(redis));
+        cmdsPerEvent.push(d.total / n);
+        top = [...d.byCmd].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([c, k]) => `${c} ${fmt(k)}`).join(', ');
       } else {
         res = await child.ask({ op: 'run', address, n });
       }
@@ -237,7 +240,7 @@ async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl:
       progress(`grpc round ${r + 1} ${kind}: ${fmt(n / secs)} ev/s`);
     }
   }
-  return { results, cmdsPerEvent };
+  return { results, cmdsPerEvent, top };
 }
 
 type HttpKind = 'bare' | 'daemon';
@@ -372,7 +375,7 @@ async function main(): Promise<void> {
           `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
         );
     }
-    lines.push(`${'  Redis commands per event'.padEnd(40)} ${median(g.cmdsPerEvent).toFixed(4)}  (${fmt(nGrpc)} events over 2,000 IPs in one build: 2,000 alerts through the outbox; calls inside scripts count)`);
+    lines.push(`${'  Redis commands per event'.padEnd(40)} ${median(g.cmdsPerEvent).toFixed(4)}  (${fmt(nGrpc)} events over 2,000 IPs in one build: 2,000 alerts through the outbox; calls inside scripts count; last round: ${g.top})`);
 
     }
     if (ONLY.has('http')) {
