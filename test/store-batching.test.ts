@@ -65,13 +65,17 @@ describe('first-seen decisions in batches (redis)', () => {
       const now = Date.UTC(2026, 2, 2);
       const o = { nowMs: now, retentionMs: 30 * 86_400_000, learningPeriodMs: 0, learningStartCandidate: now, claimTtlMs: 60_000 };
       await stores.firstSeen.decide('big', [{ ip: '192.0.2.1', eventTimeMs: now, token: 't0', claim: null }], o);
-      // 25,000 arguments and more would not fit on the stack as one call's.
-      const n = 5 * SCRIPT_ITEMS + 1;
+      // 30,000 arguments and more would not fit on the stack as one call's. A whole number of
+      // calls' worth: no empty call after the last full one.
+      const n = 5 * SCRIPT_ITEMS;
       const ips = Array.from({ length: n }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
       ips[n - 1] = ips[0] as string; // decided in the first call, seen again in the last
       const before = await scriptCalls(probe);
+      const lookedUp = await commandCalls(probe, 'hget');
       const batch = await stores.firstSeen.decide('big', ips.map((ip, i) => ({ ip, eventTimeMs: now, token: `t${i + 1}`, claim: null })), o);
-      assert.equal((await scriptCalls(probe)) - before, 6);
+      assert.equal((await scriptCalls(probe)) - before, 5);
+      // Each item in one call only: one lookup per item in all.
+      assert.equal((await commandCalls(probe, 'hget')) - lookedUp, n);
       assert.equal(batch.results.length, n);
       assert.ok(batch.results.slice(0, n - 1).every((r) => r.isNew));
       assert.equal(batch.results[n - 1]?.isNew, false);
