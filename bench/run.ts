@@ -207,6 +207,11 @@ interface Result {
   hwmMb: number;
 }
 
+/** The `n` Redis commands called most, with their counts. */
+function topCommands(byCmd: Map<string, number>, n: number): string {
+  return [...byCmd].sort((a, b) => b[1] - a[1]).slice(0, n).map(([c, k]) => `${c} ${fmt(k)}`).join(', ');
+}
+
 type GrpcKind = 'raw' | 'decode' | 'daemon';
 
 async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl: string, webhook: Receiver, n: number): Promise<{ results: Map<GrpcKind, Result[]>; cmdsPerEvent: number[]; top: string }> {
@@ -230,7 +235,7 @@ async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl:
         res = await child.ask({ op: 'grpc', n, spec: { grpcAddress: address, redisUrl, prefix: TestRedis.prefix(), webhookUrl: webhook.url } });
         const d = diff(before, await commandStats(redis));
         cmdsPerEvent.push(d.total / n);
-        top = [...d.byCmd].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([c, k]) => `${c} ${fmt(k)}`).join(', ');
+        top = topCommands(d.byCmd, 6);
       } else {
         res = await child.ask({ op: 'run', address, n });
       }
@@ -341,7 +346,7 @@ async function memoryRun(falco: Child, address: string, redis: Redis, redisUrl: 
   // Decide calls: every script call but the 30 s sweep's, which runs one per bucket and calls
   // HGETALL once each (the only other HGETALL is a host's session load, once per host).
   const scripts = (d.byCmd.get('evalsha') ?? 0) + (d.byCmd.get('eval') ?? 0) - (d.byCmd.get('hgetall') ?? 0);
-  const top = [...d.byCmd].sort((a, b) => b[1] - a[1]).slice(0, 4).map(([c, k]) => `${c} ${fmt(k)}`).join(', ');
+  const top = topCommands(d.byCmd, 4);
   return { hwmMb: res['hwmMb'] as number, rssMb: res['rssMb'] as number, heapMb: res['heapMb'] as number, offHeapMb: res['offHeapMb'] as number, rate: n / (res['secs'] as number), cmds: d.total / n, top, ipsPerScript: ips / Math.max(1, scripts) };
 }
 

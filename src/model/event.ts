@@ -165,7 +165,7 @@ function normaliseFields(raw: unknown, owned: boolean): Record<string, FieldValu
   return out as Record<string, FieldValue>;
 }
 
-function normalisePriority(raw: unknown): Priority {
+export function normalisePriority(raw: unknown): Priority {
   if (typeof raw === 'number' && Number.isInteger(raw)) {
     const p = PRIORITIES[raw];
     if (p) return p;
@@ -184,7 +184,7 @@ function normalisePriority(raw: unknown): Priority {
   throw new InvalidEventError(`priority ${quoteInput(raw)} is not one of ${PRIORITIES.join(', ')}`);
 }
 
-function requireRule(raw: unknown): string {
+export function requireRule(raw: unknown): string {
   if (typeof raw !== 'string' || raw.trim() === '') throw new InvalidEventError('rule is missing or not a string');
   if (raw.length > EVENT_LIMITS.rule) {
     throw new InvalidEventError(`rule is over the limit of ${EVENT_LIMITS.rule} characters`);
@@ -192,7 +192,7 @@ function requireRule(raw: unknown): string {
   return raw;
 }
 
-function normaliseTags(raw: unknown): string[] {
+export function normaliseTags(raw: unknown): string[] {
   if (raw === undefined || raw === null) return [];
   if (!Array.isArray(raw) || !raw.every((t) => typeof t === 'string')) {
     throw new InvalidEventError('tags must be a list of strings');
@@ -339,21 +339,17 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
   } catch {
     throw new InvalidEventError('time.seconds is not an integer');
   }
-  const nanos = BigInt(t.nanos ?? 0);
-  if (seconds <= 0n && nanos === 0n) throw new InvalidEventError('time is missing');
-  let source = optString(r.source, 'source', EVENT_LIMITS.source);
-  if (source === '') {
-    const dep = r.source_deprecated;
-    source = dep === undefined ? 'syscall' : (GRPC_SOURCES[String(dep).toUpperCase()] ?? 'syscall');
-  }
+  // Checked in this order (rule, time, source, then the rest), as the field-level decoder does.
+  const timeNs = grpcTimeNs(seconds, t.nanos ?? 0);
+  const source = grpcSource(r.source, r.source_deprecated);
   return {
-    timeNs: seconds * 1_000_000_000n + nanos,
+    timeNs,
     rule,
     priority: normalisePriority(r.priority ?? 0),
     source,
-    hostname: optString(r.hostname, 'hostname', EVENT_LIMITS.hostname),
+    hostname: grpcHostname(r.hostname ?? ''),
     tags: normaliseTags(r.tags ?? []),
-    output: optString(plainOutput(r.output ?? ''), 'output', EVENT_LIMITS.output, true),
+    output: grpcOutputText(r.output ?? ''),
     fields: normaliseFields(r.output_fields ?? {}, false),
   };
 }
@@ -364,37 +360,22 @@ export function fromGrpcResponse(r: GrpcResponse): FalcoEvent {
  * event, or the same refusal, without building the intermediate object.
  */
 
-/** `rule` of a gRPC response (proto3 default ''); throws when it is no rule. */
-export function grpcRule(rule: string): string {
-  return requireRule(rule);
-}
-
-/** `priority` enum number of a gRPC response; throws for a number Falco does not define. */
-export function grpcPriority(priority: number): Priority {
-  return normalisePriority(priority);
-}
-
 /** The event time from Timestamp `seconds` (undefined when absent) and `nanos`; throws when missing. */
 export function grpcTimeNs(seconds: bigint | undefined, nanos: number): bigint {
   if (seconds === undefined || (seconds <= 0n && nanos === 0)) throw new InvalidEventError('time is missing');
   return seconds * 1_000_000_000n + BigInt(nanos);
 }
 
-/** `source`, or from `source_deprecated` (an enum number, undefined when absent) when it is ''. */
-export function grpcSource(source: string, sourceDeprecated: number | undefined): string {
+/** `source`, or from `source_deprecated` (an enum name or number, undefined when absent) when it is ''. */
+export function grpcSource(source: string | undefined, sourceDeprecated: string | number | undefined): string {
   const s = optString(source, 'source', EVENT_LIMITS.source);
   if (s !== '') return s;
-  return sourceDeprecated === undefined ? 'syscall' : (GRPC_SOURCES[String(sourceDeprecated)] ?? 'syscall');
+  return sourceDeprecated === undefined ? 'syscall' : (GRPC_SOURCES[String(sourceDeprecated).toUpperCase()] ?? 'syscall');
 }
 
 /** `hostname` of a gRPC response; throws over its cap. */
 export function grpcHostname(hostname: string): string {
   return optString(hostname, 'hostname', EVENT_LIMITS.hostname);
-}
-
-/** `tags` of a gRPC response; throws over the caps. */
-export function grpcTags(tags: string[]): string[] {
-  return normaliseTags(tags);
 }
 
 /** The text output of a gRPC `output` (the text, or Falco's JSON line that carries it), cut at its cap. */

@@ -29,11 +29,11 @@ import {
   grpcFieldText,
   grpcHostname,
   grpcOutputText,
-  grpcPriority,
-  grpcRule,
   grpcSource,
-  grpcTags,
   grpcTimeNs,
+  normalisePriority,
+  normaliseTags,
+  requireRule,
   type FalcoEvent,
   type FieldValue,
   type Priority,
@@ -384,7 +384,7 @@ function readResponse(bytes: Buffer): GrpcEvent {
     buf = EMPTY;
   }
   // The checks in fromGrpcResponse's order, so a response with several faults is refused for the same one.
-  const rule_ = grpcRule(rule);
+  const rule_ = requireRule(rule);
   const timeNs = grpcTimeNs(seconds, nanos);
   const source_ = grpcSource(source, sourceDeprecated);
   // Keys and entries were counted as read; only a response past a cap needs the exact count.
@@ -392,10 +392,10 @@ function readResponse(bytes: Buffer): GrpcEvent {
   return new GrpcEvent(
     timeNs,
     rule_,
-    grpcPriority(priority),
+    normalisePriority(priority),
     source_,
     grpcHostname(hostname),
-    grpcTags(tags),
+    normaliseTags(tags),
     fields,
     bytes,
     outputStart,
