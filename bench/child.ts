@@ -16,6 +16,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -47,15 +48,25 @@ export interface FillSpec {
 
 export interface Usage {
   cpuMs: number;
+  /** Time spent in garbage collection pauses (all kinds) since the phase started. */
+  gcMs: number;
   hwmMb: number;
   rssMb: number;
 }
 
+// Garbage collection pause time, summed as the entries arrive; usage() reports the part since cpuStart.
+let gcMs = 0;
+let gcAtStart = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcMs += e.duration;
+}).observe({ entryTypes: ['gc'] });
+
 function usage(cpu0: NodeJS.CpuUsage): Usage {
   const cpu = process.cpuUsage(cpu0);
+  const gc = gcMs - gcAtStart;
   const status = readFileSync('/proc/self/status', 'utf8');
   const kb = (name: string): number => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
-  return { cpuMs: (cpu.user + cpu.system) / 1000, hwmMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024 };
+  return { cpuMs: (cpu.user + cpu.system) / 1000, gcMs: gc, hwmMb: kb('VmHWM') / 1024, rssMb: kb('VmRSS') / 1024 };
 }
 
 const raw = (b: Buffer): Buffer => b;
@@ -376,6 +387,7 @@ async function handle(m: Msg): Promise<Msg> {
     case 'daemon:http': {
       const d = await startDaemon({ ...(m['spec'] as DaemonSpec), http: true });
       cpuStart = process.cpuUsage();
+      gcAtStart = gcMs;
       return { op: 'listening', port: d.port };
     }
     case 'daemon:wait': {
@@ -387,6 +399,7 @@ async function handle(m: Msg): Promise<Msg> {
       // Latency run: start and report once the daemon is connected; the parent waits for alerts.
       const d = await startDaemon(m['spec'] as DaemonSpec);
       cpuStart = process.cpuUsage();
+      gcAtStart = gcMs;
       if (process.env['BENCH_DEBUG']) {
         setInterval(() => {
           void (async () => {
@@ -404,6 +417,7 @@ async function handle(m: Msg): Promise<Msg> {
       return { op: 'usage', ...usage(cpuStart) };
     case 'bare:listen':
       cpuStart = process.cpuUsage();
+      gcAtStart = gcMs;
       return { op: 'listening', port: await bareServer() };
     case 'bare:wait': {
       const n = m['n'] as number;

@@ -204,6 +204,8 @@ function progress(s: string): void {
 interface Result {
   rate: number;
   cpuUsPerEvent: number;
+  /** Of the CPU time, what garbage collection pauses took. */
+  gcUsPerEvent: number;
   hwmMb: number;
 }
 
@@ -241,7 +243,7 @@ async function grpcRounds(falco: Child, address: string, redis: Redis, redisUrl:
       }
       await child.stop();
       const secs = res['secs'] as number;
-      results.get(kind)?.push({ rate: n / secs, cpuUsPerEvent: ((res['cpuMs'] as number) * 1000) / n, hwmMb: res['hwmMb'] as number });
+      results.get(kind)?.push({ rate: n / secs, cpuUsPerEvent: ((res['cpuMs'] as number) * 1000) / n, gcUsPerEvent: ((res['gcMs'] as number) * 1000) / n, hwmMb: res['hwmMb'] as number });
       progress(`grpc round ${r + 1} ${kind}: ${fmt(n / secs)} ev/s`);
     }
   }
@@ -302,7 +304,7 @@ async function httpRounds(redisUrl: string, webhook: Receiver, n: number): Promi
       const res = await child.ask({ op: 'wait', n: total });
       const secs = (performance.now() - t0) / 1000;
       await child.stop();
-      results.get(kind)?.push({ rate: total / secs, cpuUsPerEvent: ((res['cpuMs'] as number) * 1000) / total, hwmMb: res['hwmMb'] as number });
+      results.get(kind)?.push({ rate: total / secs, cpuUsPerEvent: ((res['cpuMs'] as number) * 1000) / total, gcUsPerEvent: ((res['gcMs'] as number) * 1000) / total, hwmMb: res['hwmMb'] as number });
       progress(`http round ${r + 1} ${kind}: ${fmt(total / secs)} ev/s (${retries} 503 retries)`);
     }
   }
@@ -377,7 +379,7 @@ async function main(): Promise<void> {
         const rs = g.results.get(k) ?? [];
         const label = { raw: 'grpc-js client, counting raw messages', decode: 'grpc-js client + proto-loader decode', daemon: 't1612d (sub, Redis, webhook)' }[k];
         lines.push(
-          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
+          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev (GC ${median(rs.map((x) => x.gcUsPerEvent)).toFixed(1)})  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
         );
     }
     lines.push(`${'  Redis commands per event'.padEnd(40)} ${median(g.cmdsPerEvent).toFixed(4)}  (${fmt(nGrpc)} events over 2,000 IPs in one build: 2,000 alerts through the outbox; calls inside scripts count; last round: ${g.top})`);
@@ -393,7 +395,7 @@ async function main(): Promise<void> {
         const rs = h.get(k) ?? [];
         const label = { bare: 'bare node:http, JSON.parse per line', daemon: 't1612d HTTP ingest (Redis, webhook)' }[k];
         lines.push(
-          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
+          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev (GC ${median(rs.map((x) => x.gcUsPerEvent)).toFixed(1)})  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
         );
     }
 

@@ -207,8 +207,14 @@ describe('GrpcSource (Falco gRPC outputs)', function () {
     assert.equal(em.requests, requests, 'no polling while the intake is full');
     assert.equal(intake.size, 10, 'reading paused at capacity');
     assert.equal(events.length, 1);
+    // The metrics read the live queue and count every event received, handed on or waiting.
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^t1612d_intake_queue_depth 10$/m);
+    assert.match(text, /^t1612d_falco_events_total\{source="grpc",kind="build"\} 11$/m);
     release();
     await waitFor('all events', () => events.length === 500);
+    const after = await metrics.registry.metrics();
+    assert.match(after, /^t1612d_falco_events_total\{source="grpc",kind="build"\} 500$/m, 'counted once each');
     events.forEach((ev, i) => assert.equal(ev.fields['seq'], String(i)));
     await waitFor('polling again', () => em.requests > requests);
   });

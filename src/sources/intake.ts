@@ -63,6 +63,7 @@ export class Intake {
 
   constructor(private readonly opts: IntakeOptions) {
     this.invalidLog = new ThrottledLog(opts.logger, INVALID_LOG_EVERY_MS);
+    opts.metrics.intakeDepthFrom(() => this.size);
   }
 
   /** Sequence number of the last logged event the consumer has taken and settled (0: none). */
@@ -106,17 +107,12 @@ export class Intake {
     if (!this.hasRoom(events.length)) return false;
     const wal = this.opts.wal;
     const stamped = wal ? wal.appendBatch(events, source, texts) : undefined;
-    // Counted per kind, once each: a prom-client inc per event costs microseconds, and a batch
-    // of 10k events must not hold the event loop for that long.
-    const kinds = new Map<string, number>();
+    const metrics = this.opts.metrics;
     events.forEach((ev, i) => {
-      const kind = kindOfTags(ev.tags);
-      kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+      metrics.countFalcoEvent(source, kindOfTags(ev.tags));
       const r = stamped?.[i];
       this.queue.push(r ? { ev, source, seq: r.seq, token: r.token } : { ev, source });
     });
-    for (const [kind, n] of kinds) this.opts.metrics.falcoEvents.inc({ source, kind }, n);
-    this.opts.metrics.intakeDepth.set(this.size);
     this.startDrain();
     return true;
   }
@@ -141,9 +137,8 @@ export class Intake {
   }
 
   private enqueue(item: Item): void {
-    this.opts.metrics.falcoEvents.inc({ source: item.source, kind: kindOfTags(item.ev.tags) });
+    this.opts.metrics.countFalcoEvent(item.source, kindOfTags(item.ev.tags));
     this.queue.push(item);
-    this.opts.metrics.intakeDepth.set(this.size);
     this.startDrain();
   }
 
@@ -223,7 +218,6 @@ export class Intake {
       this.queue.length = 0;
       this.head = 0;
       this.draining = false;
-      this.opts.metrics.intakeDepth.set(0);
       this.wake();
       this.wakeBelow();
       const idle = this.idleWaiters;
@@ -243,7 +237,6 @@ export class Intake {
   }
 
   private wake(): void {
-    this.opts.metrics.intakeDepth.set(this.size);
     const w = this.waiters;
     this.waiters = [];
     for (const fn of w) fn();

@@ -85,8 +85,12 @@ export class WalError extends Error {
 }
 
 const SEGMENT_MAX_BYTES = 8 * 1024 * 1024;
-/** The decided mark is written at most this often while marks keep coming. */
-const DECIDED_WRITE_MS = 100;
+/**
+ * The decided mark is written at most this often while marks keep coming. Each write renames
+ * a file and may start a segment and delete one, so under load it is kept to once a second: a
+ * replay after a crash then decides up to a second more of events again, under their tokens.
+ */
+const DECIDED_WRITE_MS = 1_000;
 const SOURCES = new Set<SourceName>(['grpc', 'http', 'file']);
 
 function segmentName(firstSeq: number): string {
