@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { EVENT_LIMITS, fromGrpcResponse, type FalcoEvent, type GrpcResponse } from '../src/model/event.js';
+import { EVENT_LIMITS, fieldOf, fromGrpcResponse, type FalcoEvent, type GrpcResponse } from '../src/model/event.js';
 import { GrpcEvent, InvalidResponse, loadFalcoProto, LOADER_OPTIONS, PROTO_DIR, SERVICE_NAME, UndecodableResponse } from '../src/sources/proto.js';
 import { GrpcSource } from '../src/sources/grpc-source.js';
 import type { GrpcSourceOptions } from '../src/sources/grpc-options.js';
@@ -426,6 +426,34 @@ describe('field-level decoding of falco.outputs.response', () => {
       assert.ok(got instanceof GrpcEvent, name);
       assert.deepEqual(plainEvent(got), want, name);
     }
+  });
+
+  it('finds one field in the bytes exactly as the whole fields object has it', () => {
+    const b = Buffer.concat([
+      mapEntry(6, 'fd.sip', '10.0.0.1'),
+      timestamp(7, 1),
+      str(4, 'r'),
+      mapEntry(6, 'container.id', '<NA>'),
+      str(5, 'output between the entries'),
+      mapEntry(6, 'fd.sip', '203.0.113.9'),
+      bytes(6, str(2, 'no key')),
+      mapEntry(6, 'proc.cmdline', 'échо 🐳'),
+      mapEntry(6, 'clé', 'v'),
+      mapEntry(6, 'fd.sip.name', ''),
+      bytes(6, str(1, 'no value')),
+    ]);
+    const want = fromGrpcResponse(reference(b)).fields;
+    for (const k of [...Object.keys(want), 'fd.sipx', 'fd.si', 'absent', 'clé']) {
+      // A fresh event per name, so each is found in the bytes rather than in the object.
+      const ev = decode(b);
+      assert.ok(ev instanceof GrpcEvent);
+      assert.deepEqual(ev.field(k), want[k], k);
+      assert.deepEqual(fieldOf(ev, k), want[k], k);
+    }
+    // Asked often, an event reads all its fields once; the answers stay the same.
+    const ev = decode(b) as GrpcEvent;
+    for (let i = 0; i < 8; i++) assert.equal(ev.field('fd.sip'), '203.0.113.9');
+    assert.deepEqual(ev.fields, want);
   });
 
   it('tells bytes that are not a response from responses that are not events', () => {

@@ -12,7 +12,7 @@
  * classifies fully when the IP is not already known.
  */
 import type { FalcoEvent } from '../model/event.js';
-import { TAG_BUILD, TAG_EGRESS, TAG_EXPECTED, eventTimeMs } from '../model/event.js';
+import { TAG_BUILD, TAG_EGRESS, TAG_EXPECTED, eventTimeMs, fieldOf } from '../model/event.js';
 import { ANCESTRY_DEPTH } from '../model/fields.js';
 import { formatEndpoint, isIgnoredAddress, normaliseIp } from './net.js';
 import {
@@ -395,7 +395,7 @@ export function classifyBuild(ev: FalcoEvent, host: string): BuildSignal {
 
 /** The destination IP of an egress event, canonical, or null — the hot-path read. */
 export function egressDestination(ev: FalcoEvent): string | null {
-  return normaliseIp(ev.fields['fd.sip']);
+  return normaliseIp(fieldOf(ev, 'fd.sip'));
 }
 
 function stepProof(b: Omit<SignalBase, 'event' | 'engine'>): StepProof {

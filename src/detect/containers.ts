@@ -6,7 +6,7 @@
  * from the same tag may not). Bounded: the least recently inserted ids go first.
  */
 import type { FalcoEvent } from '../model/event.js';
-import { eventTimeMs } from '../model/event.js';
+import { eventTimeMs, fieldOf } from '../model/event.js';
 
 const CONTAINER_ID = /^[0-9a-f]{12}$/;
 /** Nanosecond epoch times have 19 digits until 2286. */
@@ -28,7 +28,7 @@ export class ContainerStarts {
    */
   observe(ev: FalcoEvent): void {
     // An absent id, and `host`, fail the id pattern.
-    const id = ev.fields['container.id'] ?? '';
+    const id = fieldOf(ev, 'container.id') ?? '';
     if (this.starts.has(id) || !CONTAINER_ID.test(id)) return;
     const start = this.startOf(ev);
     if (!Number.isFinite(start)) return;
@@ -45,7 +45,7 @@ export class ContainerStarts {
   }
 
   private startOf(ev: FalcoEvent): number {
-    const ts = ev.fields['container.start_ts'];
+    const ts = fieldOf(ev, 'container.start_ts');
     if (ts && START_TS.test(ts)) return Number(BigInt(ts) / 1_000_000n);
     return eventTimeMs(ev);
   }

@@ -22,7 +22,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { describeError } from '../model/errors.js';
-import { TAG_BUILD, TAG_EGRESS, type FalcoEvent } from '../model/event.js';
+import { fieldOf, TAG_BUILD, TAG_EGRESS, type FalcoEvent } from '../model/event.js';
 import type { Metrics } from '../ops/metrics.js';
 import { ThrottledLog } from '../ops/throttled-log.js';
 import type { Stores } from '../store/stores.js';
@@ -213,7 +213,7 @@ export class Correlator {
     this.containers.observe(ev);
     // Only canonical texts enter the cache, so a raw hit needs no normalising (IPv6 parsing
     // allocates); a miss normalises and looks again.
-    const raw = ev.fields['fd.sip'];
+    const raw = fieldOf(ev, 'fd.sip');
     let seen = raw ? this.cache.get(raw) : undefined;
     const ip = seen !== undefined ? (raw as string) : egressDestination(ev);
     if (ip === null) return;
@@ -224,7 +224,7 @@ export class Correlator {
       return;
     }
     if (isIgnoredAddress(ip) || this.allowCidrs.contains(ip)) return;
-    if (!this.allowDomains.empty && this.allowDomains.matches(ev.fields['fd.sip.name'] ?? null)) return;
+    if (!this.allowDomains.empty && this.allowDomains.matches(fieldOf(ev, 'fd.sip.name') ?? null)) return;
     const host = ev.hostname || this.cfg.hostname;
     // A burst to one unknown IP from a host with no build in sight: the first event records it.
     if (this.loadedHosts.has(host) && !this.table.hasAny(host) && this.queue.queued(host, ip)) return;

@@ -131,17 +131,23 @@ export function loadFalcoProto(): FalcoProto {
 // --- field-level decoding of falco.outputs.response ----------------------------------------
 
 /**
- * A FalcoEvent read from Falco's gRPC bytes. Its text output is taken out of the bytes the
- * first time something asks for it: only build signals keep it (as evidence), so the other
- * events never build the 1–2 KB string, nor the JSON line Falco wraps it in (`json_output`).
+ * A FalcoEvent read from Falco's gRPC bytes. Its `output_fields` and text output are taken out
+ * of the bytes when something asks for them: a busy host's egress event is looked up by two
+ * fields (`field()`), so it never builds the other thirty strings nor the object holding them,
+ * and only build signals keep the 1–2 KB text output (as evidence). The response was checked
+ * whole when it was read (wire format, field count, key lengths), so reading it later cannot fail.
  * `wire` is the response as Falco sent it; the write-ahead log stores it as it is.
  */
 export class GrpcEvent implements FalcoEvent {
-  // Private, so that the own enumerable properties are exactly FalcoEvent's (less `output`).
+  // Private, so that the own enumerable properties are exactly FalcoEvent's less `output` and `fields`.
   readonly #wire: Buffer;
   readonly #outputStart: number;
   readonly #outputEnd: number;
+  readonly #fieldsStart: number;
+  readonly #fieldsEnd: number;
   #output: string | undefined;
+  #fields: Record<string, FieldValue> | undefined;
+  #lookups = 0;
 
   constructor(
     readonly timeNs: bigint,
@@ -150,14 +156,17 @@ export class GrpcEvent implements FalcoEvent {
     readonly source: string,
     readonly hostname: string,
     readonly tags: string[],
-    readonly fields: Record<string, FieldValue>,
     wire: Buffer,
     outputStart: number,
     outputEnd: number,
+    fieldsStart: number,
+    fieldsEnd: number,
   ) {
     this.#wire = wire;
     this.#outputStart = outputStart;
     this.#outputEnd = outputEnd;
+    this.#fieldsStart = fieldsStart;
+    this.#fieldsEnd = fieldsEnd;
   }
 
   get output(): string {
@@ -167,10 +176,35 @@ export class GrpcEvent implements FalcoEvent {
     return this.#output;
   }
 
+  /** `output_fields`, read from the bytes the first time (then kept). */
+  get fields(): Record<string, FieldValue> {
+    this.#fields ??= readFields(this.#wire, this.#fieldsStart, this.#fieldsEnd);
+    return this.#fields;
+  }
+
+  /**
+   * One field, as `fields[name]` would give it, found in the bytes without reading the others.
+   * An event asked for more than a few reads them all once instead.
+   */
+  field(name: string): FieldValue | undefined {
+    if (this.#fields !== undefined || ++this.#lookups > LOOKUPS_BEFORE_READING_ALL || !isAscii(name) || name === '__proto__') {
+      return this.fields[name];
+    }
+    return findField(this.#wire, this.#fieldsStart, this.#fieldsEnd, name);
+  }
+
   /** The response's bytes, as Falco sent them. */
   get wire(): Buffer {
     return this.#wire;
   }
+}
+
+/** Field look-ups in the bytes before an event reads all its fields into an object. */
+const LOOKUPS_BEFORE_READING_ALL = 4;
+/** Names compared byte for byte with the keys: ASCII, where a character is a byte. */
+function isAscii(name: string): boolean {
+  for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) > 0x7f) return false;
+  return true;
 }
 
 const LEN = 2; // length-delimited wire type
@@ -315,36 +349,30 @@ function readResponse(bytes: Buffer): GrpcEvent {
   let source = '';
   let entries = 0;
   let longKey = false;
+  // Where the map entries are (the first one's tag to the last one's end); read on demand.
+  let fieldsStart = 0;
+  let fieldsEnd = 0;
   const tags: string[] = [];
-  const fields: Record<string, FieldValue> = {};
   try {
     while (pos < end) {
+      const at = pos;
       const tag = u32();
       const wire = tag & 7;
       const id = tag >>> 3;
       if (wire === LEN && id === 6) {
-        // map<string,string> entry: key = 1, value = 2; absent ones are ''.
+        // map<string,string> entry: key = 1, value = 2. Checked here, read later.
         const e = lengthEnd(end);
-        let k = '';
-        let vs = 0;
-        let ve = 0;
         while (pos < e) {
           const t = u32();
-          if (t === 10) {
-            const ke = lengthEnd(e);
-            if (ke - pos > EVENT_LIMITS.fieldKey) longKey = true;
-            k = name(pos, ke);
-            pos = ke;
-          } else if (t === 18) {
-            ve = lengthEnd(e);
-            vs = pos;
-            pos = ve;
+          if (t === 10 || t === 18) {
+            const fe = lengthEnd(e);
+            if (t === 10 && fe - pos > EVENT_LIMITS.fieldKey) longKey = true;
+            pos = fe;
           } else skip(t & 7);
         }
         if (pos !== e) throw new RangeError('map entry runs past its length');
-        entries++;
-        // Assigning `__proto__` would go through the prototype setter; no Falco field has that name.
-        if (k !== '__proto__') fields[k] = fieldValue(vs, ve);
+        if (entries++ === 0) fieldsStart = at;
+        fieldsEnd = e;
       } else if (wire === LEN && id === 8) {
         const e = lengthEnd(end);
         tags.push(name(pos, e));
@@ -388,7 +416,7 @@ function readResponse(bytes: Buffer): GrpcEvent {
   const timeNs = grpcTimeNs(seconds, nanos);
   const source_ = grpcSource(source, sourceDeprecated);
   // Keys and entries were counted as read; only a response past a cap needs the exact count.
-  if (entries > EVENT_LIMITS.fields || longKey) checkGrpcFields(fields);
+  if (entries > EVENT_LIMITS.fields || longKey) checkGrpcFields(readFields(bytes, fieldsStart, fieldsEnd));
   return new GrpcEvent(
     timeNs,
     rule_,
@@ -396,11 +424,96 @@ function readResponse(bytes: Buffer): GrpcEvent {
     source_,
     grpcHostname(hostname),
     normaliseTags(tags),
-    fields,
     bytes,
     outputStart,
     outputEnd,
+    fieldsStart,
+    fieldsEnd,
   );
+}
+
+/**
+ * The map entries between `start` and `end` of a response readResponse accepted, as
+ * `output_fields`: the last entry for a key wins, absent keys and values are ''.
+ */
+function readFields(bytes: Buffer, start: number, end: number): Record<string, FieldValue> {
+  const fields: Record<string, FieldValue> = {};
+  buf = bytes;
+  pos = start;
+  try {
+    while (pos < end) {
+      const tag = u32();
+      if (tag !== 50 /* field 6, length-delimited */) {
+        skip(tag & 7);
+        continue;
+      }
+      const e = lengthEnd(end);
+      let k = '';
+      let vs = 0;
+      let ve = 0;
+      while (pos < e) {
+        const t = u32();
+        if (t === 10) {
+          const ke = lengthEnd(e);
+          k = name(pos, ke);
+          pos = ke;
+        } else if (t === 18) {
+          ve = lengthEnd(e);
+          vs = pos;
+          pos = ve;
+        } else skip(t & 7);
+      }
+      // Assigning `__proto__` would go through the prototype setter; no Falco field has that name.
+      if (k !== '__proto__') fields[k] = fieldValue(vs, ve);
+    }
+  } finally {
+    buf = EMPTY;
+  }
+  return fields;
+}
+
+/** The value of the last entry keyed `key` (ASCII) between `start` and `end`, as readFields would give it. */
+function findField(bytes: Buffer, start: number, end: number, key: string): FieldValue | undefined {
+  const n = key.length;
+  let found = false;
+  let vs = 0;
+  let ve = 0;
+  buf = bytes;
+  pos = start;
+  try {
+    while (pos < end) {
+      const tag = u32();
+      if (tag !== 50) {
+        skip(tag & 7);
+        continue;
+      }
+      const e = lengthEnd(end);
+      let match = n === 0; // an absent key is ''
+      let s = 0;
+      let f = 0;
+      while (pos < e) {
+        const t = u32();
+        if (t === 10) {
+          const ke = lengthEnd(e);
+          match = ke - pos === n;
+          for (let i = 0; match && i < n; i++) match = buf[pos + i] === key.charCodeAt(i);
+          pos = ke;
+        } else if (t === 18) {
+          f = lengthEnd(e);
+          s = pos;
+          pos = f;
+        } else skip(t & 7);
+      }
+      if (match) {
+        found = true;
+        vs = s;
+        ve = f;
+      }
+    }
+    return found ? fieldValue(vs, ve) : undefined;
+  } finally {
+    buf = EMPTY;
+  }
 }
 
 const EMPTY: Sliceable = Buffer.alloc(0);

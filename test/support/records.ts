@@ -73,9 +73,9 @@ export function falcoEvent(fields: Record<string, string | null>, tags: string[]
 }
 
 /**
- * An event as a plain object. A gRPC event reads its text output from Falco's bytes when asked
- * (a getter), so a deep comparison with a plain event goes through this.
+ * An event as a plain object. A gRPC event reads its text output and its fields from Falco's
+ * bytes when asked (getters), so a deep comparison with a plain event goes through this.
  */
 export function plainEvent(ev: FalcoEvent): FalcoEvent {
-  return { ...ev, output: ev.output };
+  return { ...ev, output: ev.output, fields: ev.fields };
 }
