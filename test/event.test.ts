@@ -120,6 +120,9 @@ describe('FalcoEvent normalisation (fromFalcoJson)', () => {
     assert.equal(p('wArNiNg'), 'Warning');
     assert.equal(p('INFORMATIONAL'), 'Informational');
     assert.equal(p('info'), 'Informational');
+    assert.equal(p('INFO'), 'Informational');
+    assert.equal(p('Notice'), 'Notice');
+    assert.throws(() => p('constructor'), /priority "constructor" is not one of/);
     assert.equal(p(0), 'Emergency');
     assert.equal(p(7), 'Debug');
     assert.equal(p('2'), 'Critical');
@@ -133,6 +136,13 @@ describe('FalcoEvent normalisation (fromFalcoJson)', () => {
     assert.equal(parseIsoNs('2023-05-25T15:44:05.478445995+02:00'), 1685022245478445995n);
     assert.equal(parseIsoNs('1970-01-01T00:00:00Z'), 0n);
     assert.equal(parseIsoNs('not a time'), undefined);
+    // Times in the second of the one before read only their fraction: same answers.
+    assert.equal(parseIsoNs('2023-05-25T13:44:05.000000000Z'), 1685022245000000000n);
+    assert.equal(parseIsoNs('2023-05-25T13:44:05.999999999Z'), 1685022245999999999n);
+    assert.equal(parseIsoNs('2023-05-25T13:44:05.12345678xZ'), undefined);
+    assert.equal(parseIsoNs('2023-05-25T13:44:06.000000001Z'), 1685022246000000001n);
+    assert.equal(parseIsoNs('2023-05-25T15:44:06.000000002+02:00'), 1685022246000000002n);
+    assert.equal(parseIsoNs('2023-05-25T13:44:06.000000003Z'), 1685022246000000003n);
     assert.equal(parseIsoNs('2023-05-25 13:44:05Z'), undefined);
   });
 
