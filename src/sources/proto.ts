@@ -433,11 +433,11 @@ function readResponse(bytes: Buffer): GrpcEvent {
 }
 
 /**
- * The map entries between `start` and `end` of a response readResponse accepted, as
- * `output_fields`: the last entry for a key wins, absent keys and values are ''.
+ * Calls `visit` with the byte ranges of the key and the value of each map entry between
+ * `start` and `end`, in order (an absent key or value is the empty range 0–0). Only for a
+ * response readResponse accepted, whose shape was checked: this walk does not check it again.
  */
-function readFields(bytes: Buffer, start: number, end: number): Record<string, FieldValue> {
-  const fields: Record<string, FieldValue> = {};
+function eachEntry(bytes: Buffer, start: number, end: number, visit: (ks: number, ke: number, vs: number, ve: number) => void): void {
   buf = bytes;
   pos = start;
   try {
@@ -448,72 +448,52 @@ function readFields(bytes: Buffer, start: number, end: number): Record<string, F
         continue;
       }
       const e = lengthEnd(end);
-      let k = '';
+      let ks = 0;
+      let ke = 0;
       let vs = 0;
       let ve = 0;
       while (pos < e) {
         const t = u32();
-        if (t === 10) {
-          const ke = lengthEnd(e);
-          k = name(pos, ke);
-          pos = ke;
-        } else if (t === 18) {
-          ve = lengthEnd(e);
-          vs = pos;
-          pos = ve;
+        if (t === 10 || t === 18) {
+          const fe = lengthEnd(e);
+          if (t === 10) {
+            ks = pos;
+            ke = fe;
+          } else {
+            vs = pos;
+            ve = fe;
+          }
+          pos = fe;
         } else skip(t & 7);
       }
-      // Assigning `__proto__` would go through the prototype setter; no Falco field has that name.
-      if (k !== '__proto__') fields[k] = fieldValue(vs, ve);
+      visit(ks, ke, vs, ve);
     }
   } finally {
     buf = EMPTY;
   }
+}
+
+/** The map entries between `start` and `end` as `output_fields`: the last entry for a key wins, absent keys and values are ''. */
+function readFields(bytes: Buffer, start: number, end: number): Record<string, FieldValue> {
+  const fields: Record<string, FieldValue> = {};
+  eachEntry(bytes, start, end, (ks, ke, vs, ve) => {
+    const k = name(ks, ke);
+    // Assigning `__proto__` would go through the prototype setter; no Falco field has that name.
+    if (k !== '__proto__') fields[k] = fieldValue(vs, ve);
+  });
   return fields;
 }
 
 /** The value of the last entry keyed `key` (ASCII) between `start` and `end`, as readFields would give it. */
 function findField(bytes: Buffer, start: number, end: number, key: string): FieldValue | undefined {
   const n = key.length;
-  let found = false;
-  let vs = 0;
-  let ve = 0;
-  buf = bytes;
-  pos = start;
-  try {
-    while (pos < end) {
-      const tag = u32();
-      if (tag !== 50) {
-        skip(tag & 7);
-        continue;
-      }
-      const e = lengthEnd(end);
-      let match = n === 0; // an absent key is ''
-      let s = 0;
-      let f = 0;
-      while (pos < e) {
-        const t = u32();
-        if (t === 10) {
-          const ke = lengthEnd(e);
-          match = ke - pos === n;
-          for (let i = 0; match && i < n; i++) match = buf[pos + i] === key.charCodeAt(i);
-          pos = ke;
-        } else if (t === 18) {
-          f = lengthEnd(e);
-          s = pos;
-          pos = f;
-        } else skip(t & 7);
-      }
-      if (match) {
-        found = true;
-        vs = s;
-        ve = f;
-      }
-    }
-    return found ? fieldValue(vs, ve) : undefined;
-  } finally {
-    buf = EMPTY;
-  }
+  let value: FieldValue | undefined;
+  eachEntry(bytes, start, end, (ks, ke, vs, ve) => {
+    if (ke - ks !== n) return;
+    for (let i = 0; i < n; i++) if (buf[ks + i] !== key.charCodeAt(i)) return;
+    value = fieldValue(vs, ve);
+  });
+  return value;
 }
 
 const EMPTY: Sliceable = Buffer.alloc(0);
