@@ -375,6 +375,10 @@ async function main(): Promise<void> {
       const perRound = (k: GrpcKind): number[] => rate('daemon').map((d, i) => d / (rate(k)[i] ?? NaN));
       ratios.push(`gRPC sub end to end vs proto-loader-decoding client   ${median(perRound('decode')).toFixed(2)}×  (per round ${perRound('decode').map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
       ratios.push(`gRPC sub end to end vs raw counting client            ${median(perRound('raw')).toFixed(2)}×`);
+      // CPU time per event moves less with what else the box runs than throughput does.
+      const cpu = (k: GrpcKind): number[] => (g.results.get(k) ?? []).map((x) => x.cpuUsPerEvent);
+      const cpuRatio = cpu('daemon').map((d, i) => d / (cpu('decode')[i] ?? NaN));
+      ratios.push(`gRPC CPU per event, t1612d ÷ decoding client         ${median(cpuRatio).toFixed(2)}×  (per round ${cpuRatio.map((x) => x.toFixed(2)).join(', ')}; ≤ 1.0 would match it)`);
       for (const k of ['raw', 'decode', 'daemon'] as const) {
         const rs = g.results.get(k) ?? [];
         const label = { raw: 'grpc-js client, counting raw messages', decode: 'grpc-js client + proto-loader decode', daemon: 't1612d (sub, Redis, webhook)' }[k];
@@ -391,6 +395,9 @@ async function main(): Promise<void> {
       const hr = (k: HttpKind): number[] => (h.get(k) ?? []).map((x) => x.rate);
       const hRatio = hr('daemon').map((d, i) => d / (hr('bare')[i] ?? NaN));
       ratios.push(`HTTP NDJSON ingest vs bare JSON.parse-only server     ${median(hRatio).toFixed(2)}×  (per round ${hRatio.map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
+      const hCpu = (k: HttpKind): number[] => (h.get(k) ?? []).map((x) => x.cpuUsPerEvent);
+      const hCpuRatio = hCpu('daemon').map((d, i) => d / (hCpu('bare')[i] ?? NaN));
+      ratios.push(`HTTP CPU per event, t1612d ÷ bare parse server       ${median(hCpuRatio).toFixed(2)}×  (per round ${hCpuRatio.map((x) => x.toFixed(2)).join(', ')})`);
       for (const k of ['bare', 'daemon'] as const) {
         const rs = h.get(k) ?? [];
         const label = { bare: 'bare node:http, JSON.parse per line', daemon: 't1612d HTTP ingest (Redis, webhook)' }[k];
