@@ -431,7 +431,12 @@ describe('field-level decoding of falco.outputs.response', () => {
   it('finds one field in the bytes exactly as the whole fields object has it', () => {
     const b = Buffer.concat([
       mapEntry(6, 'fd.sip', '10.0.0.1'),
+      // An empty entry right before a field whose tag byte looks like a key's.
+      bytes(6, Buffer.alloc(0)),
       timestamp(7, 1),
+      // The value before the key, and a key given twice: read field by field.
+      bytes(6, Buffer.concat([str(2, 'value first'), str(1, 'proc.name')])),
+      bytes(6, Buffer.concat([str(1, 'fd.sport'), str(2, '443'), str(1, 'fd.l4proto')])),
       str(4, 'r'),
       mapEntry(6, 'container.id', '<NA>'),
       str(5, 'output between the entries'),
@@ -443,13 +448,19 @@ describe('field-level decoding of falco.outputs.response', () => {
       bytes(6, str(1, 'no value')),
     ]);
     const want = fromGrpcResponse(reference(b)).fields;
-    for (const k of [...Object.keys(want), 'fd.sipx', 'fd.si', 'absent', 'clé']) {
+    for (const k of [...Object.keys(want), 'fd.sport', 'fd.sipx', 'fd.si', 'absent', 'clé']) {
       // A fresh event per name, so each is found in the bytes rather than in the object.
       const ev = decode(b);
       assert.ok(ev instanceof GrpcEvent);
       assert.deepEqual(ev.field(k), want[k], k);
       assert.deepEqual(fieldOf(ev, k), want[k], k);
     }
+    // A key-only entry followed by a byte that would read as a value's tag (field 2 sent as
+    // bytes, which the reader skips): the look-up stays inside the entry.
+    const edge = decode(Buffer.concat([timestamp(7, 1), str(4, 'r'), bytes(6, str(1, 'k')), bytes(2, Buffer.from('zz'))]));
+    assert.ok(edge instanceof GrpcEvent);
+    assert.equal(edge.field('k'), null);
+    assert.deepEqual(edge.fields, { k: null });
     // Asked often, an event reads all its fields once; the answers stay the same.
     const ev = decode(b) as GrpcEvent;
     for (let i = 0; i < 8; i++) assert.equal(ev.field('fd.sip'), '203.0.113.9');

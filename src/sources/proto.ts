@@ -484,16 +484,75 @@ function readFields(bytes: Buffer, start: number, end: number): Record<string, F
   return fields;
 }
 
-/** The value of the last entry keyed `key` (ASCII) between `start` and `end`, as readFields would give it. */
+/**
+ * The value of the last entry keyed `key` (ASCII) between `start` and `end`, as readFields
+ * would give it. An entry laid out as protobuf writes one (key, then value, nothing else) is
+ * told apart by its key's length and bytes and skipped whole; any other layout is read field
+ * by field. Called on every egress event (twice), so it makes no closure and no string but the value.
+ */
 function findField(bytes: Buffer, start: number, end: number, key: string): FieldValue | undefined {
   const n = key.length;
-  let value: FieldValue | undefined;
-  eachEntry(bytes, start, end, (ks, ke, vs, ve) => {
-    if (ke - ks !== n) return;
-    for (let i = 0; i < n; i++) if (buf[ks + i] !== key.charCodeAt(i)) return;
-    value = fieldValue(vs, ve);
-  });
-  return value;
+  let found = false;
+  let vs = 0;
+  let ve = 0;
+  buf = bytes;
+  pos = start;
+  try {
+    while (pos < end) {
+      const tag = u32();
+      if (tag !== 50 /* field 6, length-delimited */) {
+        skip(tag & 7);
+        continue;
+      }
+      const e = lengthEnd(end);
+      // Canonical layout: 0x0a <key length> key 0x12 <value length> value, ending at e.
+      const kl = buf[pos + 1] as number;
+      if (buf[pos] === 10 && kl < 128 && pos + 2 + kl < e && buf[pos + 2 + kl] === 18) {
+        const ks = pos + 2;
+        pos = ks + kl + 1;
+        const vEnd = lengthEnd(e);
+        if (vEnd === e) {
+          if (kl === n && keyEquals(ks, key)) {
+            found = true;
+            vs = pos;
+            ve = e;
+          }
+          pos = e;
+          continue;
+        }
+        pos = ks - 2; // not canonical after all: read it field by field
+      }
+      let match = n === 0; // an absent key is ''
+      let s = 0;
+      let f = 0;
+      while (pos < e) {
+        const t = u32();
+        if (t === 10) {
+          const ke = lengthEnd(e);
+          match = ke - pos === n && keyEquals(pos, key);
+          pos = ke;
+        } else if (t === 18) {
+          f = lengthEnd(e);
+          s = pos;
+          pos = f;
+        } else skip(t & 7);
+      }
+      if (match) {
+        found = true;
+        vs = s;
+        ve = f;
+      }
+    }
+    return found ? fieldValue(vs, ve) : undefined;
+  } finally {
+    buf = EMPTY;
+  }
+}
+
+/** Are the bytes at `at` the ASCII `key` (whose length the caller checked)? */
+function keyEquals(at: number, key: string): boolean {
+  for (let i = 0; i < key.length; i++) if (buf[at + i] !== key.charCodeAt(i)) return false;
+  return true;
 }
 
 const EMPTY: Sliceable = Buffer.alloc(0);
