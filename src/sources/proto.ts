@@ -432,6 +432,16 @@ function readResponse(bytes: Buffer): GrpcEvent {
   );
 }
 
+/** Skip to the next map entry before `end`: its end, with `pos` at its first byte; -1 when there is none. */
+function nextEntry(end: number): number {
+  while (pos < end) {
+    const tag = u32();
+    if (tag === 50 /* field 6, length-delimited */) return lengthEnd(end);
+    skip(tag & 7);
+  }
+  return -1;
+}
+
 /**
  * Calls `visit` with the byte ranges of the key and the value of each map entry between
  * `start` and `end`, in order (an absent key or value is the empty range 0–0). Only for a
@@ -441,13 +451,7 @@ function eachEntry(bytes: Buffer, start: number, end: number, visit: (ks: number
   buf = bytes;
   pos = start;
   try {
-    while (pos < end) {
-      const tag = u32();
-      if (tag !== 50 /* field 6, length-delimited */) {
-        skip(tag & 7);
-        continue;
-      }
-      const e = lengthEnd(end);
+    for (let e = nextEntry(end); e >= 0; e = nextEntry(end)) {
       let ks = 0;
       let ke = 0;
       let vs = 0;
@@ -498,13 +502,7 @@ function findField(bytes: Buffer, start: number, end: number, key: string): Fiel
   buf = bytes;
   pos = start;
   try {
-    while (pos < end) {
-      const tag = u32();
-      if (tag !== 50 /* field 6, length-delimited */) {
-        skip(tag & 7);
-        continue;
-      }
-      const e = lengthEnd(end);
+    for (let e = nextEntry(end); e >= 0; e = nextEntry(end)) {
       // Canonical layout: 0x0a <key length> key 0x12 <value length> value, ending at e.
       const kl = buf[pos + 1] as number;
       if (buf[pos] === 10 && kl < 128 && pos + 2 + kl < e && buf[pos + 2 + kl] === 18) {
