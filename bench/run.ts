@@ -209,6 +209,21 @@ interface Result {
   hwmMb: number;
 }
 
+/** Per round, `a`'s figure over `b`'s (rounds are interleaved, so round i of each ran side by side). */
+function roundRatios(a: Result[], b: Result[], figure: (r: Result) => number): number[] {
+  return a.map((x, i) => figure(x) / (b[i] ? figure(b[i]) : NaN));
+}
+
+function listed(xs: number[]): string {
+  return xs.map((x) => x.toFixed(2)).join(', ');
+}
+
+/** One program's line of figures: rate (median and spread), CPU and GC per event, peak RSS. */
+function figuresLine(label: string, rs: Result[]): string {
+  const med = (f: (r: Result) => number): number => median(rs.map(f));
+  return `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${med((x) => x.cpuUsPerEvent).toFixed(1)} µs/ev (GC ${med((x) => x.gcUsPerEvent).toFixed(1)})  VmHWM ${med((x) => x.hwmMb).toFixed(0)} MB`;
+}
+
 /** The `n` Redis commands called most, with their counts. */
 function topCommands(byCmd: Map<string, number>, n: number): string {
   return [...byCmd].sort((a, b) => b[1] - a[1]).slice(0, n).map(([c, k]) => `${c} ${fmt(k)}`).join(', ');
@@ -371,41 +386,28 @@ async function main(): Promise<void> {
     if (ONLY.has('grpc')) {
       const nGrpc = 200_000 * SCALE;
       const g = await grpcRounds(falco, address, redis, redisServer.url, webhook, nGrpc);
-      const rate = (k: GrpcKind): number[] => (g.results.get(k) ?? []).map((x) => x.rate);
-      const perRound = (k: GrpcKind): number[] => rate('daemon').map((d, i) => d / (rate(k)[i] ?? NaN));
-      ratios.push(`gRPC sub end to end vs proto-loader-decoding client   ${median(perRound('decode')).toFixed(2)}×  (per round ${perRound('decode').map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
-      ratios.push(`gRPC sub end to end vs raw counting client            ${median(perRound('raw')).toFixed(2)}×`);
+      const of = (k: GrpcKind): Result[] => g.results.get(k) ?? [];
+      const byRate = roundRatios(of('daemon'), of('decode'), (x) => x.rate);
+      ratios.push(`gRPC sub end to end vs proto-loader-decoding client   ${median(byRate).toFixed(2)}×  (per round ${listed(byRate)}; goal ≥ 1.0)`);
+      ratios.push(`gRPC sub end to end vs raw counting client            ${median(roundRatios(of('daemon'), of('raw'), (x) => x.rate)).toFixed(2)}×`);
       // CPU time per event moves less with what else the box runs than throughput does.
-      const cpu = (k: GrpcKind): number[] => (g.results.get(k) ?? []).map((x) => x.cpuUsPerEvent);
-      const cpuRatio = cpu('daemon').map((d, i) => d / (cpu('decode')[i] ?? NaN));
-      ratios.push(`gRPC CPU per event, t1612d ÷ decoding client         ${median(cpuRatio).toFixed(2)}×  (per round ${cpuRatio.map((x) => x.toFixed(2)).join(', ')}; ≤ 1.0 would match it)`);
-      for (const k of ['raw', 'decode', 'daemon'] as const) {
-        const rs = g.results.get(k) ?? [];
-        const label = { raw: 'grpc-js client, counting raw messages', decode: 'grpc-js client + proto-loader decode', daemon: 't1612d (sub, Redis, webhook)' }[k];
-        lines.push(
-          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev (GC ${median(rs.map((x) => x.gcUsPerEvent)).toFixed(1)})  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
-        );
-    }
-    lines.push(`${'  Redis commands per event'.padEnd(40)} ${median(g.cmdsPerEvent).toFixed(4)}  (${fmt(nGrpc)} events over 2,000 IPs in one build: 2,000 alerts through the outbox; calls inside scripts count; last round: ${g.top})`);
-
+      const byCpu = roundRatios(of('daemon'), of('decode'), (x) => x.cpuUsPerEvent);
+      ratios.push(`gRPC CPU per event, t1612d ÷ decoding client         ${median(byCpu).toFixed(2)}×  (per round ${listed(byCpu)}; ≤ 1.0 would match it)`);
+      lines.push(figuresLine('grpc-js client, counting raw messages', of('raw')));
+      lines.push(figuresLine('grpc-js client + proto-loader decode', of('decode')));
+      lines.push(figuresLine('t1612d (sub, Redis, webhook)', of('daemon')));
+      lines.push(`${'  Redis commands per event'.padEnd(40)} ${median(g.cmdsPerEvent).toFixed(4)}  (${fmt(nGrpc)} events over 2,000 IPs in one build: 2,000 alerts through the outbox; calls inside scripts count; last round: ${g.top})`);
     }
     if (ONLY.has('http')) {
       const nHttp = 100_000 * SCALE;
       const h = await httpRounds(redisServer.url, webhook, nHttp);
-      const hr = (k: HttpKind): number[] => (h.get(k) ?? []).map((x) => x.rate);
-      const hRatio = hr('daemon').map((d, i) => d / (hr('bare')[i] ?? NaN));
-      ratios.push(`HTTP NDJSON ingest vs bare JSON.parse-only server     ${median(hRatio).toFixed(2)}×  (per round ${hRatio.map((x) => x.toFixed(2)).join(', ')}; goal ≥ 1.0)`);
-      const hCpu = (k: HttpKind): number[] => (h.get(k) ?? []).map((x) => x.cpuUsPerEvent);
-      const hCpuRatio = hCpu('daemon').map((d, i) => d / (hCpu('bare')[i] ?? NaN));
-      ratios.push(`HTTP CPU per event, t1612d ÷ bare parse server       ${median(hCpuRatio).toFixed(2)}×  (per round ${hCpuRatio.map((x) => x.toFixed(2)).join(', ')})`);
-      for (const k of ['bare', 'daemon'] as const) {
-        const rs = h.get(k) ?? [];
-        const label = { bare: 'bare node:http, JSON.parse per line', daemon: 't1612d HTTP ingest (Redis, webhook)' }[k];
-        lines.push(
-          `${label.padEnd(40)} ${spread(rs.map((x) => x.rate)).padStart(28)} ev/s  CPU ${median(rs.map((x) => x.cpuUsPerEvent)).toFixed(1)} µs/ev (GC ${median(rs.map((x) => x.gcUsPerEvent)).toFixed(1)})  VmHWM ${median(rs.map((x) => x.hwmMb)).toFixed(0)} MB`,
-        );
-    }
-
+      const of = (k: HttpKind): Result[] => h.get(k) ?? [];
+      const byRate = roundRatios(of('daemon'), of('bare'), (x) => x.rate);
+      ratios.push(`HTTP NDJSON ingest vs bare JSON.parse-only server     ${median(byRate).toFixed(2)}×  (per round ${listed(byRate)}; goal ≥ 1.0)`);
+      const byCpu = roundRatios(of('daemon'), of('bare'), (x) => x.cpuUsPerEvent);
+      ratios.push(`HTTP CPU per event, t1612d ÷ bare parse server       ${median(byCpu).toFixed(2)}×  (per round ${listed(byCpu)})`);
+      lines.push(figuresLine('bare node:http, JSON.parse per line', of('bare')));
+      lines.push(figuresLine('t1612d HTTP ingest (Redis, webhook)', of('daemon')));
     }
     if (ONLY.has('latency')) {
       const lat = await latencyRun(falco, address, redisServer.url, webhook, 10 * SCALE);

@@ -169,5 +169,4 @@ export class Metrics {
   intakeDepthFrom(depth: () => number): void {
     this.readIntakeDepth = depth;
   }
-
 }
