@@ -1,7 +1,9 @@
 // Memory bounds of the daemon's own queues, and its heap sizing.
 import assert from 'node:assert/strict';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { DecisionQueue, UP_LIMIT, type Pending } from '../src/detect/decision-queue.js';
-import { tuneHeap } from '../src/ops/heap.js';
+import { growingPercentFor, HEAP_GROWING_PERCENT, HEAP_GROWING_PERCENT_MAX, HEAP_TARGET_BYTES, heapGrowingPercent, tuneHeap } from '../src/ops/heap.js';
 import { silentLogger } from '../src/ops/logger.js';
 
 function pending(i: number): Pending {
@@ -50,5 +52,34 @@ describe('heap sizing', () => {
     assert.equal(tuneHeap(['--heap-growing-percent=50']), false);
     assert.equal(tuneHeap(['--heap_growing_percent=50']), false);
     assert.equal(tuneHeap(['--max-old-space-size=192']), true);
+    assert.equal(heapGrowingPercent(), growingPercentFor(getHeapStatistics().used_heap_size));
+  });
+
+  it('lets a small live set grow to the target and a large one by the least factor', () => {
+    const MB = 1024 * 1024;
+    assert.equal(growingPercentFor(4 * MB), HEAP_GROWING_PERCENT_MAX, 'capped');
+    assert.equal(growingPercentFor(HEAP_TARGET_BYTES / 2), 100);
+    assert.equal(growingPercentFor(25 * MB), Math.ceil((100 * (HEAP_TARGET_BYTES - 25 * MB)) / (25 * MB)));
+    assert.ok(growingPercentFor(25 * MB) > HEAP_GROWING_PERCENT && growingPercentFor(25 * MB) < HEAP_GROWING_PERCENT_MAX);
+    assert.equal(growingPercentFor(HEAP_TARGET_BYTES), HEAP_GROWING_PERCENT);
+    assert.equal(growingPercentFor(200 * MB), HEAP_GROWING_PERCENT);
+    assert.equal(growingPercentFor(0), HEAP_GROWING_PERCENT_MAX);
+  });
+
+  it('sets the factor again from what is live after each full collection', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    tuneHeap([]);
+    // Grow the live set well past the target, then collect: the factor follows it down.
+    const keep: number[][] = [];
+    for (let i = 0; i < 64; i++) keep.push(new Array<number>(128 * 1024).fill(i));
+    gc();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(heapGrowingPercent(), HEAP_GROWING_PERCENT, `live ${getHeapStatistics().used_heap_size}`);
+    keep.length = 0;
+    gc();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(heapGrowingPercent(), growingPercentFor(getHeapStatistics().used_heap_size));
+    assert.ok(heapGrowingPercent() > HEAP_GROWING_PERCENT);
   });
 });

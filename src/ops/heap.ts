@@ -2,11 +2,13 @@
  * Heap sizing for the long-running daemon. What t1612d keeps is small and bounded (queues,
  * caches, sessions: tens of MB), but it allocates fast and briefly (objects per Falco event),
  * and V8's default lets the heap grow to several times what is live between full collections.
- * A smaller growth factor keeps the peak near the live set at the cost of a few more
- * collections; unlike a heap cap it cannot run the process out of memory. A growth factor
- * given on node's own command line (`node --heap-growing-percent=N`) is left alone.
+ * `t1612d run` sets the growth itself (tuneHeap): room for a few tens of MB while little is
+ * live, a small factor once much is, so the peak stays near the live set without full
+ * collections back to back; unlike a heap cap it cannot run the process out of memory. A
+ * growth factor given on node's own command line (`node --heap-growing-percent=N`) is left alone.
  */
-import { setFlagsFromString } from 'node:v8';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 
 /**
  * Flags node must be started with (V8 sizes the young generation and starts its collector
@@ -23,12 +25,62 @@ import { setFlagsFromString } from 'node:v8';
  */
 export const NODE_FLAGS = ['--max-semi-space-size=8', '--single-threaded-gc'] as const;
 
-/** V8's heap growing factor becomes 1 + this / 100. */
+/** Least growth V8 is given over what is live after a full collection, percent. */
 export const HEAP_GROWING_PERCENT = 20;
+/** Most growth, percent: the factor V8 itself picks for a small heap is about this. */
+export const HEAP_GROWING_PERCENT_MAX = 100;
+/**
+ * Size, bytes, the heap may reach before a full collection while what is live is well below
+ * it. A full collection also promotes what the young generation holds at that moment (the
+ * events in flight: a few MB), so a factor of 1.2 over a small live set left about as much
+ * room as each collection itself filled, and full collections came several times a second: in
+ * the bench's gRPC run (about 20 MB live) a quarter of t1612d's CPU. Once the live set is near
+ * this size, growth is HEAP_GROWING_PERCENT again, so a large heap (the bench's 100k-IP memory
+ * run, about 30 MB live) peaks about where it did.
+ */
+export const HEAP_TARGET_BYTES = 40 * 1024 * 1024;
 
-/** Apply the daemon's heap sizing to this process (process-wide; once, at start-up). */
+/** The growing percent that lets a heap with `liveBytes` live grow to HEAP_TARGET_BYTES, within bounds. */
+export function growingPercentFor(liveBytes: number): number {
+  const pct = Math.ceil((100 * (HEAP_TARGET_BYTES - liveBytes)) / Math.max(1, liveBytes));
+  return Math.min(HEAP_GROWING_PERCENT_MAX, Math.max(HEAP_GROWING_PERCENT, pct));
+}
+
+let observer: PerformanceObserver | undefined;
+let current = 0;
+
+function setPercent(pct: number): void {
+  if (pct === current) return;
+  current = pct;
+  setFlagsFromString(`--heap-growing-percent=${pct}`);
+}
+
+/**
+ * Apply the daemon's heap sizing to this process (process-wide; once, at start-up): after
+ * every full collection the growth factor is set from what is then live (V8 reads it when it
+ * sizes the heap at the end of the next one), so a small heap may grow to HEAP_TARGET_BYTES
+ * and a large one by HEAP_GROWING_PERCENT. False when node's command line gives a
+ * factor (`node --heap-growing-percent=N`), which is then left alone.
+ */
 export function tuneHeap(execArgv: readonly string[] = process.execArgv): boolean {
   if (execArgv.some((a) => /^--heap[-_]growing[-_]percent\b/.test(a))) return false;
-  setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+  setPercent(growingPercentFor(getHeapStatistics().used_heap_size));
+  if (!observer) {
+    observer = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        // A gc entry's detail is { kind, flags } (the node version's types omit it).
+        if ((e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+          setPercent(growingPercentFor(getHeapStatistics().used_heap_size));
+          return;
+        }
+      }
+    });
+    observer.observe({ entryTypes: ['gc'] });
+  }
   return true;
+}
+
+/** The growing percent last set by tuneHeap() (0: never). */
+export function heapGrowingPercent(): number {
+  return current;
 }
