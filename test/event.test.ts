@@ -12,7 +12,13 @@ import {
   parseIsoNs,
   parseEventText,
   parseJsonPreservingBigInts,
+  fieldOf,
+  TEXT_EVENT_MAX_BYTES,
+  TextEvent,
+  type FalcoEvent,
 } from '../src/model/event.js';
+import { parseIngestBody } from '../src/sources/http-parse.js';
+import { plainEvent } from './support/records.js';
 
 const BASE = {
   time: '2023-05-25T13:44:05.478445995Z',
@@ -346,5 +352,70 @@ describe('parseEventText (the ingest fast path)', () => {
   it('still rejects invalid JSON', () => {
     assert.throws(() => parseEventText('{"a":1234567890123456789'), SyntaxError);
     assert.throws(() => parseEventText('{"a": 01234567890123456789}'), SyntaxError);
+  });
+});
+
+describe('TextEvent (an HTTP body event kept as its text)', () => {
+  const CAPTURES = new URL('./fixtures/falco-captures/', import.meta.url);
+  const captureLines = (): string[] =>
+    readdirSync(CAPTURES)
+      .filter((f) => f.endsWith('.jsonl'))
+      .flatMap((f) => readFileSync(new URL(f, CAPTURES), 'utf8').split('\n'))
+      .filter((l) => l.trim() !== '');
+  const head = '"time":"2023-05-25T13:44:05.478445995Z","rule":"r","priority":"Notice","tags":["t1612"]';
+  const extra = [
+    // Hot fields missing, spelled missing, as numbers, and a big integer start time.
+    `{${head},"output":"o","output_fields":{"fd.sip":"<NA>","container.id":"host"}}`,
+    `{${head},"output_fields":{"fd.sip.name":null,"container.start_ts":1685022245478445995,"container.id":"0123456789ab"}}`,
+    `{${head},"output_fields":{"fd.sip":"2001:db8::1","other":"é ü"}}`,
+    `{${head}}`,
+  ];
+  const HOT = ['fd.sip', 'fd.sip.name', 'container.id', 'container.start_ts'];
+
+  it('gives every field, the output and the fields exactly as the parsed event does', async () => {
+    const body = Buffer.from([...captureLines(), ...extra].join('\n'));
+    const plain = await parseIngestBody(body, 1e6);
+    const first = await parseIngestBody(body, 1e6, true);
+    const second = await parseIngestBody(body, 1e6, true);
+    assert.equal(first.events.length, plain.events.length);
+    assert.ok(plain.events.length > 20);
+    plain.events.forEach((want, i) => {
+      const lone = first.events[i] as FalcoEvent;
+      assert.ok(lone instanceof TextEvent);
+      // Field by field before anything parses the text again, then whole.
+      for (const k of [...HOT, ...Object.keys(want.fields), 'absent.field']) {
+        assert.equal(fieldOf(lone, k), Object.hasOwn(want.fields, k) ? want.fields[k] : undefined, `${i} ${k}`);
+      }
+      assert.deepEqual(plainEvent(lone), plainEvent(want));
+      const other = second.events[i] as TextEvent;
+      assert.equal(other.output, want.output);
+      assert.deepEqual(other.fields, want.fields);
+      assert.equal(other.text.toString('utf8'), (plain.texts?.[i] as Buffer).toString('utf8'));
+    });
+  });
+
+  it("keeps views of a body its events fill, and copies of a body that is mostly something else", async () => {
+    const ev = `{${head},"output_fields":{"fd.sip":"203.0.113.9"}}`;
+    const full = Buffer.from([ev, ev, ev].join('\n'));
+    const shared = await parseIngestBody(full, 100, true);
+    for (const e of shared.events) assert.equal((e as TextEvent).text.buffer, full.buffer);
+    const padded = Buffer.from(`${ev}\n"${'x'.repeat(100_000)}"\n`);
+    const copied = await parseIngestBody(padded, 100, true);
+    assert.equal(copied.events.length, 1);
+    assert.equal(copied.invalid.length, 1);
+    const text = (copied.events[0] as TextEvent).text;
+    assert.notEqual(text.buffer, padded.buffer);
+    assert.equal(text.toString('utf8'), ev);
+    assert.equal(fieldOf(copied.events[0] as FalcoEvent, 'fd.sip'), '203.0.113.9');
+  });
+
+  it('keeps an event over TEXT_EVENT_MAX_BYTES, and one of an array inside an item, parsed', async () => {
+    const big = `{${head},"output":"${'y'.repeat(TEXT_EVENT_MAX_BYTES)}","output_fields":{}}`;
+    const small = `{${head},"output_fields":{}}`;
+    const r = await parseIngestBody(Buffer.from(`${big}\n[[${small}]]\n${small}`), 100, true);
+    assert.equal(r.events.length, 3);
+    assert.ok(!(r.events[0] instanceof TextEvent));
+    assert.ok(!(r.events[1] instanceof TextEvent));
+    assert.ok(r.events[2] instanceof TextEvent);
   });
 });

@@ -69,17 +69,28 @@ describe('heap sizing', () => {
   it('sets the factor again from what is live after each full collection', async () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
-    tuneHeap([]);
-    // Grow the live set well past the target, then collect: the factor follows it down.
+    const MB = 1024 * 1024;
+    const settle = async (): Promise<number> => {
+      gc();
+      await new Promise((r) => setTimeout(r, 20));
+      return getHeapStatistics().used_heap_size;
+    };
+    // A target over twice what is live now: the most growth.
+    const live0 = await settle();
+    const target = 2 * live0 + 80 * MB;
+    tuneHeap([], target);
+    assert.equal(heapGrowingPercent(), HEAP_GROWING_PERCENT_MAX);
+    // Live grows to near the target (1 MB arrays): the next full collection sets the least growth.
     const keep: number[][] = [];
-    for (let i = 0; i < 64; i++) keep.push(new Array<number>(128 * 1024).fill(i));
-    gc();
-    await new Promise((r) => setTimeout(r, 20));
-    assert.equal(heapGrowingPercent(), HEAP_GROWING_PERCENT, `live ${getHeapStatistics().used_heap_size}`);
+    for (let i = 0; i < Math.ceil((live0 + 76 * MB) / MB); i++) keep.push(new Array<number>(128 * 1024).fill(i));
+    let live = await settle();
+    assert.equal(heapGrowingPercent(), growingPercentFor(live, target), `live ${live}`);
+    assert.equal(heapGrowingPercent(), HEAP_GROWING_PERCENT);
+    // And back once it is collected.
     keep.length = 0;
-    gc();
-    await new Promise((r) => setTimeout(r, 20));
-    assert.equal(heapGrowingPercent(), growingPercentFor(getHeapStatistics().used_heap_size));
+    live = await settle();
+    assert.equal(heapGrowingPercent(), growingPercentFor(live, target));
     assert.ok(heapGrowingPercent() > HEAP_GROWING_PERCENT);
+    tuneHeap([]);
   });
 });

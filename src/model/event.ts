@@ -88,6 +88,78 @@ export interface FalcoEvent {
   field?(name: string): FieldValue | undefined;
 }
 
+/**
+ * The fields every egress event is asked for (the hot path's fieldOf calls); a TextEvent keeps
+ * these and reads the others from its text again when asked.
+ */
+const HOT_FIELDS: readonly string[] = ['fd.sip', 'fd.sip.name', 'container.id', 'container.start_ts'];
+
+/** Longest JSON text a TextEvent keeps, bytes: Falco's events are a few KiB; larger ones stay parsed. */
+export const TEXT_EVENT_MAX_BYTES = 16 * 1024;
+
+/**
+ * A Falco JSON event that keeps its text (UTF-8 bytes) instead of its parsed output and
+ * output_fields: what the hot path reads (time, rule, priority, source, hostname, tags,
+ * HOT_FIELDS) is kept as parsed; `output` and `fields` are parsed from the text again the first
+ * time they are asked for (an egress to a new IP, a build signal, an alert), then kept. An HTTP
+ * body's events wait in the intake a while: kept whole, each is a few KB of small objects that
+ * every young-generation collection copies and the next promotes; kept as bytes, they are off the heap.
+ */
+export class TextEvent implements FalcoEvent {
+  readonly timeNs: bigint;
+  readonly rule: string;
+  readonly priority: Priority;
+  readonly source: string;
+  readonly hostname: string;
+  readonly tags: string[];
+  // Private, so that the own enumerable properties are exactly FalcoEvent's less `output` and `fields`.
+  #text: Buffer;
+  readonly #hot: (FieldValue | undefined)[];
+  #full: FalcoEvent | undefined;
+
+  /** `ev`: fromFalcoJson of `text` (the caller has just parsed it). */
+  constructor(ev: FalcoEvent, text: Buffer) {
+    this.timeNs = ev.timeNs;
+    this.rule = ev.rule;
+    this.priority = ev.priority;
+    this.source = ev.source;
+    this.hostname = ev.hostname;
+    this.tags = ev.tags;
+    this.#text = text;
+    this.#hot = HOT_FIELDS.map((k) => (Object.hasOwn(ev.fields, k) ? ev.fields[k] : undefined));
+  }
+
+  get output(): string {
+    return this.full().output;
+  }
+
+  get fields(): Record<string, FieldValue> {
+    return this.full().fields;
+  }
+
+  /** The JSON text, as received. */
+  get text(): Buffer {
+    return this.#text;
+  }
+
+  /** One field, as `fields[name]` would give it: the hot ones without parsing again. */
+  field(name: string): FieldValue | undefined {
+    const i = HOT_FIELDS.indexOf(name);
+    return i >= 0 ? this.#hot[i] : this.fields[name];
+  }
+
+  /** Keep a copy of the text instead of a view of a larger buffer (which it would keep whole). */
+  detach(): void {
+    this.#text = Buffer.from(this.#text);
+  }
+
+  private full(): FalcoEvent {
+    // The text parsed once already, so it parses again to the same event.
+    this.#full ??= fromFalcoJson(parseEventText(this.#text.toString('utf8')), true);
+    return this.#full;
+  }
+}
+
 /** Where an event came from, for metrics labels. */
 export type SourceName = 'grpc' | 'http' | 'file';
 

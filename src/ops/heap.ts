@@ -40,14 +40,15 @@ export const HEAP_GROWING_PERCENT_MAX = 100;
  */
 export const HEAP_TARGET_BYTES = 40 * 1024 * 1024;
 
-/** The growing percent that lets a heap with `liveBytes` live grow to HEAP_TARGET_BYTES, within bounds. */
-export function growingPercentFor(liveBytes: number): number {
-  const pct = Math.ceil((100 * (HEAP_TARGET_BYTES - liveBytes)) / Math.max(1, liveBytes));
+/** The growing percent that lets a heap with `liveBytes` live grow to `targetBytes`, within bounds. */
+export function growingPercentFor(liveBytes: number, targetBytes = HEAP_TARGET_BYTES): number {
+  const pct = Math.ceil((100 * (targetBytes - liveBytes)) / Math.max(1, liveBytes));
   return Math.min(HEAP_GROWING_PERCENT_MAX, Math.max(HEAP_GROWING_PERCENT, pct));
 }
 
 let observer: PerformanceObserver | undefined;
 let current = 0;
+let target = HEAP_TARGET_BYTES;
 
 function setPercent(pct: number): void {
   if (pct === current) return;
@@ -58,19 +59,20 @@ function setPercent(pct: number): void {
 /**
  * Apply the daemon's heap sizing to this process (process-wide; once, at start-up): after
  * every full collection the growth factor is set from what is then live (V8 reads it when it
- * sizes the heap at the end of the next one), so a small heap may grow to HEAP_TARGET_BYTES
- * and a large one by HEAP_GROWING_PERCENT. False when node's command line gives a
+ * sizes the heap at the end of the next one), so a small heap may grow to `targetBytes`
+ * (HEAP_TARGET_BYTES) and a large one by HEAP_GROWING_PERCENT. False when node's command line gives a
  * factor (`node --heap-growing-percent=N`), which is then left alone.
  */
-export function tuneHeap(execArgv: readonly string[] = process.execArgv): boolean {
+export function tuneHeap(execArgv: readonly string[] = process.execArgv, targetBytes = HEAP_TARGET_BYTES): boolean {
   if (execArgv.some((a) => /^--heap[-_]growing[-_]percent\b/.test(a))) return false;
-  setPercent(growingPercentFor(getHeapStatistics().used_heap_size));
+  target = targetBytes;
+  setPercent(growingPercentFor(getHeapStatistics().used_heap_size, target));
   if (!observer) {
     observer = new PerformanceObserver((list) => {
       for (const e of list.getEntries()) {
         // A gc entry's detail is { kind, flags } (the node version's types omit it).
         if ((e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
-          setPercent(growingPercentFor(getHeapStatistics().used_heap_size));
+          setPercent(growingPercentFor(getHeapStatistics().used_heap_size, target));
           return;
         }
       }

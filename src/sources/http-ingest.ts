@@ -158,7 +158,7 @@ export class HttpIngest implements HttpRoute {
     const free = Math.max(0, intake.capacity - intake.size);
     let parsed: ParsedEvents;
     try {
-      parsed = await parseIngestBody(body, free);
+      parsed = await parseIngestBody(body, free, true);
     } catch (err) {
       if (err instanceof TooManyEventsError) {
         reject(

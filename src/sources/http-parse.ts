@@ -14,7 +14,7 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describeError, InvalidEventError } from '../model/errors.js';
-import { fromFalcoJson, parseEventText, type FalcoEvent } from '../model/event.js';
+import { fromFalcoJson, parseEventText, TEXT_EVENT_MAX_BYTES, TextEvent, type FalcoEvent } from '../model/event.js';
 
 /** An item of a body that could not be normalised, with a short sample for the log. */
 export interface InvalidItem {
@@ -240,8 +240,12 @@ async function scanItems(buf: Buffer, from: number, maxItems: number): Promise<S
  *
  * Throws InvalidEventError with a one-line reason when the body is empty or not JSON, and
  * TooManyEventsError when it holds more than `maxItems` items (before parsing any).
+ * `keepText`: an event that is a whole item of up to TEXT_EVENT_MAX_BYTES comes back as a
+ * TextEvent (its text kept, its output and fields parsed again when asked for). Their texts are
+ * views of `body` when they make up at least half of it, else copies, so a few events cannot
+ * keep a large body alive.
  */
-export async function parseIngestBody(body: Buffer, maxItems: number): Promise<ParsedEvents> {
+export async function parseIngestBody(body: Buffer, maxItems: number, keepText = false): Promise<ParsedEvents> {
   let from = 0;
   if (body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf) from = 3; // UTF-8 byte order mark
   while (from < body.length && isSpace(body[from] as number)) from++;
@@ -251,6 +255,7 @@ export async function parseIngestBody(body: Buffer, maxItems: number): Promise<P
 
   const out: ParsedEvents = { events: [], invalid: [] };
   const texts: (Buffer | undefined)[] = [];
+  let kept = 0;
   let sliceStart = performance.now();
   for (let k = 0; k < spans.length; k++) {
     if (performance.now() - sliceStart >= SLICE_MS) {
@@ -278,10 +283,20 @@ export async function parseIngestBody(body: Buffer, maxItems: number): Promise<P
     } else {
       const before = out.events.length;
       collect([value], out);
-      if (out.events.length > before) texts[before] = body.subarray(s.start, s.end);
+      if (out.events.length > before) {
+        const bytes = body.subarray(s.start, s.end);
+        texts[before] = bytes;
+        if (keepText && bytes.length <= TEXT_EVENT_MAX_BYTES) {
+          out.events[before] = new TextEvent(out.events[before] as FalcoEvent, bytes);
+          kept += bytes.length;
+        }
+      }
     }
   }
   out.texts = texts;
+  if (kept > 0 && 2 * kept < body.length) {
+    for (const ev of out.events) if (ev instanceof TextEvent) ev.detach();
+  }
   if (out.events.length === 0 && first !== 0x7b && first !== 0x5b) {
     throw new InvalidEventError('body is not JSON (for Falco, set json_output: true so http_output posts JSON events)');
   }
