@@ -1,9 +1,9 @@
 // Memory bounds of the daemon's own queues, and its heap sizing.
 import assert from 'node:assert/strict';
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { DecisionQueue, UP_LIMIT, type Pending } from '../src/detect/decision-queue.js';
-import { growingPercentFor, HEAP_GROWING_PERCENT, HEAP_GROWING_PERCENT_MAX, HEAP_TARGET_BYTES, heapGrowingPercent, tuneHeap } from '../src/ops/heap.js';
+import { growingPercentFor, HEAP_GROWING_PERCENT, HEAP_GROWING_PERCENT_MAX, HEAP_MIN_ROOM_BYTES, heapGrowingPercent, oldGenerationBytes, tuneHeap } from '../src/ops/heap.js';
 import { silentLogger } from '../src/ops/logger.js';
 
 function pending(i: number): Pending {
@@ -52,45 +52,46 @@ describe('heap sizing', () => {
     assert.equal(tuneHeap(['--heap-growing-percent=50']), false);
     assert.equal(tuneHeap(['--heap_growing_percent=50']), false);
     assert.equal(tuneHeap(['--max-old-space-size=192']), true);
-    assert.equal(heapGrowingPercent(), growingPercentFor(getHeapStatistics().used_heap_size));
+    assert.equal(heapGrowingPercent(), growingPercentFor(oldGenerationBytes()));
   });
 
-  it('lets a small live set grow to the target and a large one by the least factor', () => {
+  it('gives a small old generation at least the minimum room and a large one the least factor', () => {
     const MB = 1024 * 1024;
     assert.equal(growingPercentFor(4 * MB), HEAP_GROWING_PERCENT_MAX, 'capped');
-    assert.equal(growingPercentFor(HEAP_TARGET_BYTES / 2), 100);
-    assert.equal(growingPercentFor(25 * MB), Math.ceil((100 * (HEAP_TARGET_BYTES - 25 * MB)) / (25 * MB)));
-    assert.ok(growingPercentFor(25 * MB) > HEAP_GROWING_PERCENT && growingPercentFor(25 * MB) < HEAP_GROWING_PERCENT_MAX);
-    assert.equal(growingPercentFor(HEAP_TARGET_BYTES), HEAP_GROWING_PERCENT);
-    assert.equal(growingPercentFor(200 * MB), HEAP_GROWING_PERCENT);
+    assert.equal(growingPercentFor(HEAP_MIN_ROOM_BYTES), 100);
+    assert.equal(growingPercentFor(24 * MB), Math.ceil((100 * HEAP_MIN_ROOM_BYTES) / (24 * MB)));
+    assert.ok(growingPercentFor(24 * MB) > HEAP_GROWING_PERCENT && growingPercentFor(24 * MB) < HEAP_GROWING_PERCENT_MAX);
+    assert.equal(growingPercentFor((100 * HEAP_MIN_ROOM_BYTES) / HEAP_GROWING_PERCENT), HEAP_GROWING_PERCENT);
+    assert.equal(growingPercentFor(500 * MB), HEAP_GROWING_PERCENT);
     assert.equal(growingPercentFor(0), HEAP_GROWING_PERCENT_MAX);
+    assert.equal(growingPercentFor(40 * MB, 20 * MB), 50);
   });
 
-  it('sets the factor again from what is live after each full collection', async () => {
+  it('sets the factor again from the old generation after each full collection', async () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     const MB = 1024 * 1024;
     const settle = async (): Promise<number> => {
       gc();
       await new Promise((r) => setTimeout(r, 20));
-      return getHeapStatistics().used_heap_size;
+      return oldGenerationBytes();
     };
-    // A target over twice what is live now: the most growth.
+    // Room of twice what is live now: the most growth.
     const live0 = await settle();
-    const target = 2 * live0 + 80 * MB;
-    tuneHeap([], target);
+    const room = 2 * live0;
+    tuneHeap([], room);
     assert.equal(heapGrowingPercent(), HEAP_GROWING_PERCENT_MAX);
-    // Live grows to near the target (1 MB arrays): the next full collection sets the least growth.
+    // Live grows to well past 5 x the room (1 MB arrays): the next full collection sets the least growth.
     const keep: number[][] = [];
-    for (let i = 0; i < Math.ceil((live0 + 76 * MB) / MB); i++) keep.push(new Array<number>(128 * 1024).fill(i));
+    for (let i = 0; i < Math.ceil((12 * live0) / MB); i++) keep.push(new Array<number>(128 * 1024).fill(i));
     let live = await settle();
-    assert.equal(heapGrowingPercent(), growingPercentFor(live, target), `live ${live}`);
+    assert.equal(heapGrowingPercent(), growingPercentFor(live, room), `live ${live}`);
     assert.equal(heapGrowingPercent(), HEAP_GROWING_PERCENT);
     // And back once it is collected.
     keep.length = 0;
     live = await settle();
-    assert.equal(heapGrowingPercent(), growingPercentFor(live, target));
-    assert.ok(heapGrowingPercent() > HEAP_GROWING_PERCENT);
+    assert.equal(heapGrowingPercent(), growingPercentFor(live, room));
+    assert.equal(heapGrowingPercent(), HEAP_GROWING_PERCENT_MAX);
     tuneHeap([]);
   });
 });

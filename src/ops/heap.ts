@@ -2,13 +2,13 @@
  * Heap sizing for the long-running daemon. What t1612d keeps is small and bounded (queues,
  * caches, sessions: tens of MB), but it allocates fast and briefly (objects per Falco event),
  * and V8's default lets the heap grow to several times what is live between full collections.
- * `t1612d run` sets the growth itself (tuneHeap): room for a few tens of MB while little is
- * live, a small factor once much is, so the peak stays near the live set without full
- * collections back to back; unlike a heap cap it cannot run the process out of memory. A
- * growth factor given on node's own command line (`node --heap-growing-percent=N`) is left alone.
+ * `t1612d run` sets the growth itself (tuneHeap): a small factor, with at least some MB of
+ * room, so the peak stays near the live set without full collections back to back; unlike a
+ * heap cap it cannot run the process out of memory. A growth factor given on node's own command
+ * line (`node --heap-growing-percent=N`) is left alone.
  */
 import { constants, PerformanceObserver } from 'node:perf_hooks';
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 
 /**
  * Flags node must be started with (V8 sizes the young generation and starts its collector
@@ -30,25 +30,31 @@ export const HEAP_GROWING_PERCENT = 20;
 /** Most growth, percent: the factor V8 itself picks for a small heap is about this. */
 export const HEAP_GROWING_PERCENT_MAX = 100;
 /**
- * Size, bytes, the heap may reach before a full collection while what is live is well below
- * it. A full collection also promotes what the young generation holds at that moment (the
- * events in flight: a few MB), so a factor of 1.2 over a small live set left about as much
- * room as each collection itself filled, and full collections came several times a second: in
- * the bench's gRPC run (about 20 MB live) a quarter of t1612d's CPU. Once the live set is near
- * this size, growth is HEAP_GROWING_PERCENT again, so a large heap (the bench's 100k-IP memory
- * run, about 30 MB live) peaks about where it did.
+ * Least room, bytes, between the old generation's live size after a full collection and the
+ * size that starts the next one. A full collection also promotes what the young generation
+ * holds at that moment (the events in flight: a few MB), so a factor of 1.2 over a small live
+ * set left about as much room as each collection itself filled, and full collections came
+ * 6-9 times a second: in the bench's gRPC run (about 20 MB live) a quarter of t1612d's CPU.
+ * Past 60 MB live, HEAP_GROWING_PERCENT gives at least this much anyway.
  */
-export const HEAP_TARGET_BYTES = 40 * 1024 * 1024;
+export const HEAP_MIN_ROOM_BYTES = 12 * 1024 * 1024;
 
-/** The growing percent that lets a heap with `liveBytes` live grow to `targetBytes`, within bounds. */
-export function growingPercentFor(liveBytes: number, targetBytes = HEAP_TARGET_BYTES): number {
-  const pct = Math.ceil((100 * (targetBytes - liveBytes)) / Math.max(1, liveBytes));
+/** The growing percent that gives an old generation of `liveBytes` at least `roomBytes` of room, within bounds. */
+export function growingPercentFor(liveBytes: number, roomBytes = HEAP_MIN_ROOM_BYTES): number {
+  const pct = Math.ceil((100 * roomBytes) / Math.max(1, liveBytes));
   return Math.min(HEAP_GROWING_PERCENT_MAX, Math.max(HEAP_GROWING_PERCENT, pct));
+}
+
+/** Bytes used in the old generation (everything but the young generation's spaces). */
+export function oldGenerationBytes(): number {
+  let used = 0;
+  for (const s of getHeapSpaceStatistics()) if (!s.space_name.startsWith('new_')) used += s.space_used_size;
+  return used;
 }
 
 let observer: PerformanceObserver | undefined;
 let current = 0;
-let target = HEAP_TARGET_BYTES;
+let room = HEAP_MIN_ROOM_BYTES;
 
 function setPercent(pct: number): void {
   if (pct === current) return;
@@ -57,22 +63,27 @@ function setPercent(pct: number): void {
 }
 
 /**
- * Apply the daemon's heap sizing to this process (process-wide; once, at start-up): after
- * every full collection the growth factor is set from what is then live (V8 reads it when it
- * sizes the heap at the end of the next one), so a small heap may grow to `targetBytes`
- * (HEAP_TARGET_BYTES) and a large one by HEAP_GROWING_PERCENT. False when node's command line gives a
- * factor (`node --heap-growing-percent=N`), which is then left alone.
+ * Apply the daemon's heap sizing to this process (process-wide; once, at start-up): no
+ * allocation-site pretenuring (below), and after every full collection the growth factor is
+ * set from what is then live in the old generation (V8 reads it when it sizes the heap at the
+ * end of the next one): at least `roomBytes` (HEAP_MIN_ROOM_BYTES) of room, and at least
+ * HEAP_GROWING_PERCENT. False, and nothing set, when node's command line gives a factor
+ * (`node --heap-growing-percent=N`).
  */
-export function tuneHeap(execArgv: readonly string[] = process.execArgv, targetBytes = HEAP_TARGET_BYTES): boolean {
+export function tuneHeap(execArgv: readonly string[] = process.execArgv, roomBytes = HEAP_MIN_ROOM_BYTES): boolean {
   if (execArgv.some((a) => /^--heap[-_]growing[-_]percent\b/.test(a))) return false;
-  target = targetBytes;
-  setPercent(growingPercentFor(getHeapStatistics().used_heap_size, target));
+  room = roomBytes;
+  // V8 allocates straight into the old generation from code whose objects it saw survive: the
+  // events in flight survive a young collection, so every event's objects went there and
+  // filled it at tens of MB/s (gRPC run: a full collection every 150-250 ms even with room).
+  setFlagsFromString('--no-allocation-site-pretenuring');
+  setPercent(growingPercentFor(oldGenerationBytes(), room));
   if (!observer) {
     observer = new PerformanceObserver((list) => {
       for (const e of list.getEntries()) {
         // A gc entry's detail is { kind, flags } (the node version's types omit it).
         if ((e as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
-          setPercent(growingPercentFor(getHeapStatistics().used_heap_size, target));
+          setPercent(growingPercentFor(oldGenerationBytes(), room));
           return;
         }
       }
