@@ -87,6 +87,38 @@ describe('redis connection', () => {
     }
   });
 
+  it('sends the commands of one turn in one write, with every reply in order, and later turns as before', async () => {
+    const redis = await TestRedis.start();
+    const client = createRedisClient({ url: redis.url, logger: silentLogger() }) as Redis;
+    try {
+      await waitReady(client, 10_000);
+      const socket = client.stream;
+      // Count what reaches the socket's own writes (one per command uncorked, one writev corked).
+      const writes: number[] = [];
+      const origWrite = socket._write.bind(socket);
+      const origWritev = socket._writev?.bind(socket);
+      socket._write = (chunk, enc, cb) => {
+        writes.push(1);
+        origWrite(chunk, enc, cb);
+      };
+      socket._writev = (chunks, cb) => {
+        writes.push(chunks.length);
+        (origWritev as NonNullable<typeof origWritev>)(chunks, cb);
+      };
+      const key = `${TestRedis.prefix()}coalesce`;
+      const replies = Array.from({ length: 20 }, (_, i) => client.rpush(key, String(i)));
+      assert.deepEqual(await Promise.all(replies), Array.from({ length: 20 }, (_, i) => i + 1));
+      assert.deepEqual(writes, [20], 'twenty commands, one write');
+      writes.length = 0;
+      assert.equal(await client.llen(key), 20);
+      assert.deepEqual(await client.lrange(key, 0, 2), ['0', '1', '2']);
+      assert.deepEqual(writes, [1, 1], 'one command per turn, one write each');
+    } finally {
+      client.disconnect();
+      await redis.close();
+    }
+  });
+
   it('refuses to build a client with neither a URL nor cluster nodes', () => {
     assert.throws(() => createRedisClient({ logger: silentLogger() }), /redis_url or redis_cluster_nodes/);
     assert.throws(() => createRedisClient({ clusterNodes: [], logger: silentLogger() }), /redis_url or redis_cluster_nodes/);
