@@ -89,10 +89,15 @@ export interface FalcoEvent {
 }
 
 /**
- * The fields every egress event is asked for (the hot path's fieldOf calls); a TextEvent keeps
+ * The fields every egress event is asked for (the hot path's fieldOf calls): a TextEvent keeps
  * these and reads the others from its text again when asked.
  */
-const HOT_FIELDS: readonly string[] = ['fd.sip', 'fd.sip.name', 'container.id', 'container.start_ts'];
+const HOT_FIELDS = ['fd.sip', 'fd.sip.name', 'container.id', 'container.start_ts'] as const;
+
+/** `fields[k]` as fieldOf gives it: undefined unless an own entry. */
+function own(fields: Record<string, FieldValue>, k: string): FieldValue | undefined {
+  return Object.hasOwn(fields, k) ? fields[k] : undefined;
+}
 
 /** Longest JSON text a TextEvent keeps, bytes: Falco's events are a few KiB; larger ones stay parsed. */
 export const TEXT_EVENT_MAX_BYTES = 16 * 1024;
@@ -114,7 +119,10 @@ export class TextEvent implements FalcoEvent {
   readonly tags: string[];
   // Private, so that the own enumerable properties are exactly FalcoEvent's less `output` and `fields`.
   #text: Buffer;
-  readonly #hot: (FieldValue | undefined)[];
+  readonly #sip: FieldValue | undefined;
+  readonly #sipName: FieldValue | undefined;
+  readonly #containerId: FieldValue | undefined;
+  readonly #containerStart: FieldValue | undefined;
   #full: FalcoEvent | undefined;
 
   /** `ev`: fromFalcoJson of `text` (the caller has just parsed it). */
@@ -126,7 +134,11 @@ export class TextEvent implements FalcoEvent {
     this.hostname = ev.hostname;
     this.tags = ev.tags;
     this.#text = text;
-    this.#hot = HOT_FIELDS.map((k) => (Object.hasOwn(ev.fields, k) ? ev.fields[k] : undefined));
+    const f = ev.fields;
+    this.#sip = own(f, HOT_FIELDS[0]);
+    this.#sipName = own(f, HOT_FIELDS[1]);
+    this.#containerId = own(f, HOT_FIELDS[2]);
+    this.#containerStart = own(f, HOT_FIELDS[3]);
   }
 
   get output(): string {
@@ -144,8 +156,11 @@ export class TextEvent implements FalcoEvent {
 
   /** One field, as `fields[name]` would give it: the hot ones without parsing again. */
   field(name: string): FieldValue | undefined {
-    const i = HOT_FIELDS.indexOf(name);
-    return i >= 0 ? this.#hot[i] : this.fields[name];
+    if (name === HOT_FIELDS[0]) return this.#sip;
+    if (name === HOT_FIELDS[2]) return this.#containerId;
+    if (name === HOT_FIELDS[1]) return this.#sipName;
+    if (name === HOT_FIELDS[3]) return this.#containerStart;
+    return this.fields[name];
   }
 
   /** Keep a copy of the text instead of a view of a larger buffer (which it would keep whole). */
