@@ -20,6 +20,16 @@ import {
 import { parseIngestBody } from '../src/sources/http-parse.js';
 import { plainEvent } from './support/records.js';
 
+const CAPTURES = new URL('./fixtures/falco-captures/', import.meta.url);
+
+/** The lines of every real Falco capture. */
+function captureLines(): string[] {
+  return readdirSync(CAPTURES)
+    .filter((f) => f.endsWith('.jsonl'))
+    .flatMap((f) => readFileSync(new URL(f, CAPTURES), 'utf8').split('\n'))
+    .filter((l) => l.trim() !== '');
+}
+
 const BASE = {
   time: '2023-05-25T13:44:05.478445995Z',
   rule: 'Terminal shell in container',
@@ -290,12 +300,6 @@ describe('parseJsonPreservingBigInts', () => {
 });
 
 describe('parseEventText (the ingest fast path)', () => {
-  const CAPTURES = new URL('./fixtures/falco-captures/', import.meta.url);
-  const captureLines = (): string[] =>
-    readdirSync(CAPTURES)
-      .filter((f) => f.endsWith('.jsonl'))
-      .flatMap((f) => readFileSync(new URL(f, CAPTURES), 'utf8').split('\n'))
-      .filter((l) => l.trim() !== '');
   const head = '"time":"2023-05-25T13:44:05.478445995Z","rule":"r","priority":"Notice"';
   const tricky = [
     // Falco's own shape: evt.time a bare 19-digit number.
@@ -356,12 +360,6 @@ describe('parseEventText (the ingest fast path)', () => {
 });
 
 describe('TextEvent (an HTTP body event kept as its text)', () => {
-  const CAPTURES = new URL('./fixtures/falco-captures/', import.meta.url);
-  const captureLines = (): string[] =>
-    readdirSync(CAPTURES)
-      .filter((f) => f.endsWith('.jsonl'))
-      .flatMap((f) => readFileSync(new URL(f, CAPTURES), 'utf8').split('\n'))
-      .filter((l) => l.trim() !== '');
   const head = '"time":"2023-05-25T13:44:05.478445995Z","rule":"r","priority":"Notice","tags":["t1612"]';
   const extra = [
     // Hot fields missing, spelled missing, as numbers, and a big integer start time.
