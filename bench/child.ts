@@ -388,7 +388,6 @@ async function handle(m: Msg): Promise<Msg> {
       const d = await startDaemon({ ...(m['spec'] as DaemonSpec), http: true });
       cpuStart = process.cpuUsage();
       gcAtStart = gcMs;
-      if (process.env['QS']) { const h: number[] = []; setInterval(() => { h.push(d.intake.size); if (h.length % 100 === 0) process.stderr.write(`intake avg ${(h.reduce((a, b) => a + b, 0) / h.length).toFixed(0)} max ${Math.max(...h)}\n`); }, 3).unref(); }
       return { op: 'listening', port: d.port };
     }
     case 'daemon:wait': {

@@ -13,7 +13,7 @@ import { ATTACKER_IP, REGISTRY_CIDR, renderScript } from '../src/demo/script.js'
 import type { Alert } from '../src/model/alert.js';
 import { createLogger, silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
-import { fromFalcoJson, parseEventText, type FalcoEvent } from '../src/model/event.js';
+import { fromFalcoJson, parseEventText, TextEvent, type FalcoEvent } from '../src/model/event.js';
 import { GrpcEvent, loadFalcoProto } from '../src/sources/proto.js';
 import { Wal, WalError } from '../src/sources/wal.js';
 import { plainEvent } from './support/records.js';
@@ -127,6 +127,23 @@ describe('write-ahead log', () => {
     const back = [...openWal(dir).replay()];
     assert.deepEqual(back.map((r) => r.ev), [ev, event('no text')]);
     assert.equal(back[0]?.ev.timeNs, ev.timeNs);
+  });
+
+  it('logs an event that kept its text (TextEvent) as that text, appended alone too, and replays it whole', () => {
+    const dir = tmp();
+    const line = readFileSync(join(import.meta.dirname, 'fixtures', 'falco-captures', 'real-falco-0.43.1-builds.jsonl'), 'utf8').split('\n')[0] ?? '';
+    const text = Buffer.from(line);
+    const parsed = fromFalcoJson(parseEventText(line), true);
+    const a = openWal(dir);
+    assert.deepEqual([...a.replay()], []);
+    a.append(new TextEvent(fromFalcoJson(parseEventText(line), true), text), 'http');
+    a.flushSync();
+    const data = readFileSync(join(dir, segmentsOf(dir)[0] ?? ''));
+    const nl = data.indexOf(0x0a);
+    assert.equal((JSON.parse(data.toString('utf8', 0, nl)) as { j?: number }).j, text.length);
+    const back = [...openWal(dir).replay()];
+    assert.equal(back.length, 1);
+    assert.deepEqual(back[0]?.ev, parsed);
   });
 
   it('takes nothing inside Falco\'s bytes for a record: a field value shaped like alert marks does not hide its events', () => {

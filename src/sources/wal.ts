@@ -41,7 +41,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { describeError } from '../model/errors.js';
-import { fromFalcoJson, parseEventText, PRIORITIES, type FalcoEvent, type SourceName } from '../model/event.js';
+import { fromFalcoJson, parseEventText, PRIORITIES, TextEvent, type FalcoEvent, type SourceName } from '../model/event.js';
 import type { Logger } from '../ops/logger.js';
 import type { Metrics } from '../ops/metrics.js';
 import { ThrottledLog } from '../ops/throttled-log.js';
@@ -110,6 +110,8 @@ function encode(out: (string | Buffer)[], seq: number, token: string, source: So
     out.push(`{"s":${seq},"k":${JSON.stringify(token)},"o":"${source}","b":${ev.wire.length}}\n`, ev.wire, NL);
     return;
   }
+  // An event that kept its text (TextEvent) is logged as that text, given or not.
+  text ??= ev instanceof TextEvent ? ev.text : undefined;
   if (text) {
     out.push(`{"s":${seq},"k":${JSON.stringify(token)},"o":"${source}","j":${text.length}}\n`, text, NL);
     return;
