@@ -392,6 +392,46 @@ describe('TextEvent (an HTTP body event kept as its text)', () => {
     });
   });
 
+  it('takes and refuses exactly what the usual way takes and refuses, with the same reasons', async () => {
+    const many = Object.fromEntries(Array.from({ length: 513 }, (_, i) => [`f${i}`, 'v']));
+    const items = [
+      `{${head},"output_fields":"abc"}`,
+      `{${head},"output_fields":5}`,
+      `{${head},"output_fields":[1]}`,
+      `{${head},"output_fields":${JSON.stringify(many)}}`,
+      `{${head},"output_fields":{"${'k'.repeat(300)}":"v"}}`,
+      `{"time":"2023-05-25T13:44:05.478445995Z","priority":"Notice","output_fields":{}}`,
+      `{"rule":"r","priority":"Notice","output_fields":{}}`,
+      `{"time":"x","rule":"r","output_fields":{}}`,
+      `{${head},"hostname":"${'h'.repeat(300)}","output_fields":{}}`,
+      `{${head},"source":"${'s'.repeat(100)}","output_fields":{}}`,
+      `{${head},"output":7,"output_fields":{}}`,
+      `{"time":"2023-05-25T13:44:05.478445995Z","rule":"r","priority":"Nope","tags":"t1612","output_fields":{}}`,
+      `{${head},"extra":1234567890123456789,"output_fields":{"container.start_ts":1685022245478445995}}`,
+      `{${head},"output_fields":{"obj":{"n":1},"fd.sip":"203.0.113.1"}}`,
+      `{${head},"output_fields":{"container.start_ts":1685022245478445995,"container.start_ts":1685022245478445996}}`,
+      `{${head},"output_fields":{"__proto__":"x","fd.sip":7,"fd.sip.name":true,"container.id":"<NA>"}}`,
+      `{${head},"output":"${'o'.repeat(9000)}","output_fields":{"container.start_ts":1000000000000001}}`,
+      `{${head},"output_fields":{"fd.sip":"${'9'.repeat(5000)}"}}`,
+      '"just a string"',
+      '{"not":"json"',
+    ];
+    const body = Buffer.from(items.join('\n'));
+    const plain = await parseIngestBody(body, 100);
+    const lone = await parseIngestBody(body, 100, true);
+    assert.deepEqual(
+      lone.invalid.map((i) => [i.error.message, i.sample]),
+      plain.invalid.map((i) => [i.error.message, i.sample]),
+    );
+    assert.ok(plain.invalid.length >= 12, `${plain.invalid.length} refused`);
+    assert.equal(lone.events.length, plain.events.length);
+    plain.events.forEach((want, i) => {
+      const got = lone.events[i] as FalcoEvent;
+      for (const k of HOT) assert.equal(fieldOf(got, k), Object.hasOwn(want.fields, k) ? want.fields[k] : undefined, `${i} ${k}`);
+      assert.deepEqual(plainEvent(got), plainEvent(want));
+    });
+  });
+
   it("keeps views of a body its events fill, and copies of a body that is mostly something else", async () => {
     const ev = `{${head},"output_fields":{"fd.sip":"203.0.113.9"}}`;
     const full = Buffer.from([ev, ev, ev].join('\n'));

@@ -136,7 +136,7 @@ describe('write-ahead log', () => {
     const parsed = fromFalcoJson(parseEventText(line), true);
     const a = openWal(dir);
     assert.deepEqual([...a.replay()], []);
-    a.append(new TextEvent(fromFalcoJson(parseEventText(line), true), text), 'http');
+    a.append(TextEvent.of(fromFalcoJson(parseEventText(line), true), text), 'http');
     a.flushSync();
     const data = readFileSync(join(dir, segmentsOf(dir)[0] ?? ''));
     const nl = data.indexOf(0x0a);

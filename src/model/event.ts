@@ -99,6 +99,9 @@ function own(fields: Record<string, FieldValue>, k: string): FieldValue | undefi
   return Object.hasOwn(fields, k) ? fields[k] : undefined;
 }
 
+/** What a TextEvent keeps of an event's top level. */
+type EventHead = Pick<FalcoEvent, 'timeNs' | 'rule' | 'priority' | 'source' | 'hostname' | 'tags'>;
+
 /** Longest JSON text a TextEvent keeps, bytes: Falco's events are a few KiB; larger ones stay parsed. */
 export const TEXT_EVENT_MAX_BYTES = 16 * 1024;
 
@@ -125,20 +128,22 @@ export class TextEvent implements FalcoEvent {
   readonly #containerStart: FieldValue | undefined;
   #full: FalcoEvent | undefined;
 
-  /** `ev`: fromFalcoJson of `text` (the caller has just parsed it). */
-  constructor(ev: FalcoEvent, text: Buffer) {
-    this.timeNs = ev.timeNs;
-    this.rule = ev.rule;
-    this.priority = ev.priority;
-    this.source = ev.source;
-    this.hostname = ev.hostname;
-    this.tags = ev.tags;
+  /** `head`: the event's normalised top level; `hot`: its HOT_FIELDS, in that order (undefined: absent). */
+  constructor(head: EventHead, hot: readonly [FieldValue | undefined, FieldValue | undefined, FieldValue | undefined, FieldValue | undefined], text: Buffer) {
+    this.timeNs = head.timeNs;
+    this.rule = head.rule;
+    this.priority = head.priority;
+    this.source = head.source;
+    this.hostname = head.hostname;
+    this.tags = head.tags;
     this.#text = text;
+    [this.#sip, this.#sipName, this.#containerId, this.#containerStart] = hot;
+  }
+
+  /** `ev`: fromFalcoJson of `text` (the caller has just parsed it). */
+  static of(ev: FalcoEvent, text: Buffer): TextEvent {
     const f = ev.fields;
-    this.#sip = own(f, HOT_FIELDS[0]);
-    this.#sipName = own(f, HOT_FIELDS[1]);
-    this.#containerId = own(f, HOT_FIELDS[2]);
-    this.#containerStart = own(f, HOT_FIELDS[3]);
+    return new TextEvent(ev, [own(f, HOT_FIELDS[0]), own(f, HOT_FIELDS[1]), own(f, HOT_FIELDS[2]), own(f, HOT_FIELDS[3])], text);
   }
 
   get output(): string {
@@ -595,6 +600,72 @@ export function parseEventText(text: string): unknown {
     }
   }
   return value;
+}
+
+/**
+ * A TextEvent straight from one JSON text, or undefined when the text takes the usual way
+ * (`TextEvent.of(fromFalcoJson(parseEventText(text)))`): what is kept is read as that way
+ * reads it, and an event is taken here only when that way would take it too (the same checks,
+ * in the same helpers). What is not kept is checked but not normalised, and big integers are
+ * read back exactly only for the kept fields: the rest is parsed again, exactly, when asked
+ * for. Anything unusual (not an object, a big integer at the top level, nested values in
+ * output_fields, a kept big integer that cannot be read back without doubt, any refusal)
+ * returns undefined, so refusals keep their reasons.
+ */
+export function textEventOf(text: string, bytes: Buffer): TextEvent | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const o = value as Record<string, unknown>;
+  for (const k in o) {
+    const v = o[k];
+    if (isBigInteger(v)) return undefined;
+    if (typeof v !== 'object' || v === null) continue;
+    if (k === 'tags' && Array.isArray(v) && v.every((t) => typeof t === 'string')) continue;
+    if (k !== 'output_fields' || Array.isArray(v)) return undefined;
+  }
+  try {
+    const rule = requireRule(o['rule']);
+    const timeNs = typeof o['time'] === 'string' ? parseIsoNs(o['time']) : undefined;
+    if (timeNs === undefined) return undefined;
+    const head: EventHead = {
+      timeNs,
+      rule,
+      priority: normalisePriority(o['priority']),
+      source: optString(o['source'], 'source', EVENT_LIMITS.source) || 'syscall',
+      hostname: optString(o['hostname'], 'hostname', EVENT_LIMITS.hostname),
+      tags: normaliseTags(o['tags']),
+    };
+    optString(o['output'], 'output', EVENT_LIMITS.output, true);
+    const raw = o['output_fields'];
+    if (raw !== undefined && raw !== null && typeof raw !== 'object') return undefined;
+    const fields = raw === undefined || raw === null ? {} : (raw as Record<string, unknown>);
+    let count = 0;
+    for (const k in fields) {
+      if (!Object.hasOwn(fields, k)) continue;
+      count++;
+      const v = fields[k];
+      if (k.length > EVENT_LIMITS.fieldKey || (typeof v === 'object' && v !== null)) return undefined;
+    }
+    if (count > EVENT_LIMITS.fields) return undefined;
+    const hot = (k: string): FieldValue | undefined => {
+      if (!Object.hasOwn(fields, k)) return undefined;
+      const v = fields[k];
+      if (isBigInteger(v) && !Number.isSafeInteger(v)) {
+        const digits = digitsOf(text, k, v);
+        if (digits === undefined) throw new InvalidEventError('not read here');
+        return digits;
+      }
+      return normaliseValue(v);
+    };
+    return new TextEvent(head, [hot(HOT_FIELDS[0]), hot(HOT_FIELDS[1]), hot(HOT_FIELDS[2]), hot(HOT_FIELDS[3])], bytes);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -14,7 +14,7 @@
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { describeError, InvalidEventError } from '../model/errors.js';
-import { fromFalcoJson, parseEventText, TEXT_EVENT_MAX_BYTES, TextEvent, type FalcoEvent } from '../model/event.js';
+import { fromFalcoJson, parseEventText, TEXT_EVENT_MAX_BYTES, TextEvent, textEventOf, type FalcoEvent } from '../model/event.js';
 
 /** An item of a body that could not be normalised, with a short sample for the log. */
 export interface InvalidItem {
@@ -270,6 +270,17 @@ export async function parseIngestBody(body: Buffer, maxItems: number, keepText =
       continue;
     }
     const text = body.toString('utf8', s.start, s.end);
+    if (keepText && s.end - s.start <= TEXT_EVENT_MAX_BYTES) {
+      // The common case read once; anything else (refusals included) takes the way below.
+      const bytes = body.subarray(s.start, s.end);
+      const lone = textEventOf(text, bytes);
+      if (lone) {
+        texts[out.events.length] = bytes;
+        out.events.push(lone);
+        kept += bytes.length;
+        continue;
+      }
+    }
     let value: unknown;
     try {
       value = parseEventText(text);
@@ -287,7 +298,7 @@ export async function parseIngestBody(body: Buffer, maxItems: number, keepText =
         const bytes = body.subarray(s.start, s.end);
         texts[before] = bytes;
         if (keepText && bytes.length <= TEXT_EVENT_MAX_BYTES) {
-          out.events[before] = new TextEvent(out.events[before] as FalcoEvent, bytes);
+          out.events[before] = TextEvent.of(out.events[before] as FalcoEvent, bytes);
           kept += bytes.length;
         }
       }
