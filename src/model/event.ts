@@ -371,6 +371,15 @@ export function fromFalcoJson(raw: unknown, owned = false): FalcoEvent {
     throw new InvalidEventError('event must be a JSON object');
   }
   const o = raw as Record<string, unknown>;
+  const ev = headOf(o) as FalcoEvent;
+  // Set on the object just made (a spread copied it at several times the cost).
+  ev.output = optString(o['output'], 'output', EVENT_LIMITS.output, true);
+  ev.fields = normaliseFields(o['output_fields'], owned);
+  return ev;
+}
+
+/** The normalised top level of a parsed Falco JSON event, less output and output_fields; throws InvalidEventError. */
+function headOf(o: Record<string, unknown>): EventHead {
   const rule = requireRule(o['rule']);
   let timeNs: bigint | undefined;
   if (typeof o['time'] === 'string') timeNs = parseIsoNs(o['time']);
@@ -382,8 +391,6 @@ export function fromFalcoJson(raw: unknown, owned = false): FalcoEvent {
     source: optString(o['source'], 'source', EVENT_LIMITS.source) || 'syscall',
     hostname: optString(o['hostname'], 'hostname', EVENT_LIMITS.hostname),
     tags: normaliseTags(o['tags']),
-    output: optString(o['output'], 'output', EVENT_LIMITS.output, true),
-    fields: normaliseFields(o['output_fields'], owned),
   };
 }
 
@@ -629,17 +636,7 @@ export function textEventOf(text: string, bytes: Buffer): TextEvent | undefined 
     if (k !== 'output_fields' || Array.isArray(v)) return undefined;
   }
   try {
-    const rule = requireRule(o['rule']);
-    const timeNs = typeof o['time'] === 'string' ? parseIsoNs(o['time']) : undefined;
-    if (timeNs === undefined) return undefined;
-    const head: EventHead = {
-      timeNs,
-      rule,
-      priority: normalisePriority(o['priority']),
-      source: optString(o['source'], 'source', EVENT_LIMITS.source) || 'syscall',
-      hostname: optString(o['hostname'], 'hostname', EVENT_LIMITS.hostname),
-      tags: normaliseTags(o['tags']),
-    };
+    const head = headOf(o);
     optString(o['output'], 'output', EVENT_LIMITS.output, true);
     const raw = o['output_fields'];
     if (raw !== undefined && raw !== null && typeof raw !== 'object') return undefined;
