@@ -75,6 +75,8 @@ export class Daemon {
       metrics: this.metrics,
       logger: this.logger,
       wal: this.wal,
+      // Before start() there is no correlator and no event: log whatever comes.
+      needsLog: (ev) => this.correlator?.needsLog(ev) ?? true,
       onHanded: () => this.trimWal(),
       consumer: (ev, _source, token) => {
         // The correlator exists from start() on; events cannot arrive earlier.

@@ -15,7 +15,8 @@ import { createLogger, silentLogger } from '../src/ops/logger.js';
 import { Metrics } from '../src/ops/metrics.js';
 import { fromFalcoJson, parseEventText, TextEvent, type FalcoEvent } from '../src/model/event.js';
 import { GrpcEvent, loadFalcoProto } from '../src/sources/proto.js';
-import { Wal, WalError } from '../src/sources/wal.js';
+import { Intake } from '../src/sources/intake.js';
+import { decodeEntry, segmentEntries, Wal, WalError } from '../src/sources/wal.js';
 import { plainEvent } from './support/records.js';
 import { TestRedis } from './support/redis.js';
 import { WebhookReceiver } from './support/webhook-receiver.js';
@@ -228,6 +229,39 @@ describe('write-ahead log', () => {
       .map((f) => readFileSync(join(dir, f), 'utf8'))
       .join('');
     assert.equal(text.trim().split('\n').length, 2);
+  });
+
+  it('takes from the intake only the events its needsLog keeps, pushed one by one (gRPC) or in a batch (HTTP), each with its own text', async () => {
+    const dir = tmp();
+    const w = openWal(dir);
+    Array.from(w.replay());
+    const handed: (string | undefined)[] = [];
+    const intake = new Intake({
+      capacity: 100,
+      metrics: new Metrics(),
+      logger: silentLogger(),
+      wal: w,
+      needsLog: (ev) => !ev.rule.startsWith('settled'),
+      consumer: (_ev, _source, token) => void handed.push(token),
+    });
+    intake.push(event('settled-g'), 'grpc');
+    intake.push(event('kept-g'), 'grpc');
+    const batch = [event('settled-h1'), event('kept-h'), event('settled-h2')];
+    assert.ok(intake.offerBatch(batch, 'http', batch.map((ev) => Buffer.from(JSON.stringify({ text: ev.rule })))));
+    await intake.whenIdle();
+    const records = readdirSync(dir)
+      .filter((f) => f.endsWith('.log'))
+      .flatMap((f) => [...segmentEntries(readFileSync(join(dir, f)))]);
+    const rules = records.map((r) => {
+      assert.equal(r.kind, 'event');
+      const rec = decodeEntry(r as { header: string; bytes?: Buffer });
+      return rec ? rec.ev.rule : JSON.parse((r as { bytes: Buffer }).bytes.toString()).text;
+    });
+    assert.deepEqual(rules, ['kept-g', 'kept-h']);
+    // Only the logged events carry a token to the consumer; all five are handed on, in order.
+    assert.equal(handed.length, 5);
+    assert.deepEqual(handed.map((t) => t !== undefined), [false, true, false, true, false]);
+    assert.equal(intake.handedSeq, 2);
   });
 
   it('is bounded: past max bytes the oldest undecided segments go, counted as dropped', async () => {
@@ -480,6 +514,66 @@ describe('write-ahead log: events read from Falco over gRPC', function () {
     } finally {
       for (const d of daemons) await d.close();
       await falco.close();
+      await receiver.close();
+      await redis.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('write-ahead log: what is logged', function () {
+  this.timeout(60_000);
+
+  it('leaves out events settled on arrival (an egress to a cached known IP, an event with no T1612 tag), and logs new IPs and build signals', async () => {
+    const redis = await TestRedis.start();
+    const receiver = await WebhookReceiver.start();
+    const dir = mkdtempSync(join(tmpdir(), 't1612d-walwhat-'));
+    const cfg = resolveConfig({
+      env: {},
+      overrides: {
+        falcoGrpcAddress: '',
+        httpAddress: '127.0.0.1:0',
+        dataDir: join(dir, 'data'),
+        redisUrl: redis.url,
+        redisPrefix: TestRedis.prefix(),
+        webhookUrl: receiver.url,
+        logLevel: 'silent',
+      },
+    });
+    const d = new Daemon(cfg, { logger: silentLogger(), metrics: new Metrics() });
+    try {
+      await d.start();
+      const post = async (body: string): Promise<void> => {
+        const res = await fetch(`http://127.0.0.1:${d.port}/falco`, { method: 'POST', body });
+        assert.equal(res.status, 200, await res.text());
+        await d.settle();
+      };
+      const { setup, egress } = attackBodies();
+      const [first, second] = egress as [string, string];
+      const logged = (): number => d.intake.handedSeq;
+      const counted = (): Promise<number> => d.metrics.value('t1612d_falco_events_total', { source: 'http', kind: 'egress' });
+
+      await post(setup);
+      assert.equal(logged(), 2, 'the two build signals are logged');
+      await post(first);
+      assert.equal(logged(), 3, 'an egress to a new IP is logged');
+      await waitFor('the first alert', () => receiver.requests.length === 1);
+
+      const before = await counted();
+      await post([first, first, first].join('\n'));
+      const other = JSON.parse(first) as Record<string, unknown>;
+      other['tags'] = ['network'];
+      await post(JSON.stringify(other));
+      assert.equal(await counted(), before + 3, 'the repeats are taken and counted');
+      assert.equal(logged(), 3, 'an egress to a known IP, and an event with no T1612 tag, are not logged');
+
+      await post(second);
+      assert.equal(logged(), 4, 'the next new IP is logged again');
+      await waitFor('the second alert', () => receiver.requests.length === 2);
+      const ips = receiver.requests.map((r) => (JSON.parse(r.text) as Alert).destination.ip);
+      assert.deepEqual(ips, ['203.0.113.101', '203.0.113.102']);
+    } finally {
+      await d.close();
       await receiver.close();
       await redis.close();
       rmSync(dir, { recursive: true, force: true });

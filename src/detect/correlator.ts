@@ -174,6 +174,24 @@ export class Correlator {
     return;
   }
 
+  /**
+   * Whether `ev`, handed in now, could still lead to anything a crash would lose: a decision
+   * in the store, an alert, a build session. False for an event this correlator settles on
+   * arrival with nothing to write: one with neither T1612 tag, and an egress to an IP its
+   * known-IP cache holds (a known IP stays known for the retention, days: whenever the event
+   * is handled it raises nothing). The intake keeps such events out of the write-ahead log.
+   */
+  needsLog(ev: FalcoEvent): boolean {
+    const tags = ev.tags;
+    if (!Array.isArray(tags)) return false;
+    if (tags.includes(TAG_EGRESS)) {
+      const raw = fieldOf(ev, 'fd.sip');
+      const seen = raw ? this.cache.get(raw) : undefined;
+      return seen === undefined || this.now() - seen >= this.cfg.firstSeenRetentionMs;
+    }
+    return tags.includes(TAG_BUILD);
+  }
+
   /** Resolves once every event handed in so far is decided and its alerts are enqueued. */
   flush(): Promise<void> {
     return this.queue.flush();

@@ -11,7 +11,8 @@
  * - `push()` always accepts (the gRPC source cannot un-receive a message); it stops polling
  *   Falco while `full` is true and waits on `whenWritable()`.
  *
- * With a write-ahead log every event gets a sequence number and a decide token on the way in;
+ * With a write-ahead log every event gets a sequence number and a decide token on the way in
+ * (except those `needsLog` says the consumer settles on arrival: nothing to replay for them);
  * `handedSeq` tells the daemon how far the consumer has got, so the log can be trimmed once
  * those events are decided. Events read back from the log come in through `pushReplayed()`
  * with their original number and token, so they are decided the same way again.
@@ -21,7 +22,7 @@ import { describeError } from '../model/errors.js';
 import type { Metrics } from '../ops/metrics.js';
 import { ThrottledLog } from '../ops/throttled-log.js';
 import { kindOfTags, type FalcoEvent, type SourceName } from '../model/event.js';
-import type { Wal, WalRecord } from './wal.js';
+import type { Wal, WalRecord, WalStamp } from './wal.js';
 
 /** `token`: the decide token persisted with the event (write-ahead log), when there is one. */
 export type EventConsumer = (ev: FalcoEvent, source: SourceName, token?: string) => void | Promise<void>;
@@ -32,8 +33,13 @@ export interface IntakeOptions {
   metrics: Metrics;
   logger: Logger;
   consumer: EventConsumer;
-  /** Write-ahead log every event is appended to before it is queued. */
+  /** Write-ahead log every event is appended to before it is queued (unless `needsLog` says no). */
   wal?: Wal | undefined;
+  /**
+   * Whether an event must be in the write-ahead log: false for one the consumer settles on
+   * arrival with nothing a crash could lose (Correlator.needsLog). Unset: every event is logged.
+   */
+  needsLog?: (ev: FalcoEvent) => boolean;
   /** Called after the consumer settled a logged event (`handedSeq` moved). */
   onHanded?: () => void;
 }
@@ -105,8 +111,7 @@ export class Intake {
    */
   offerBatch(events: readonly FalcoEvent[], source: SourceName, texts?: readonly (Buffer | undefined)[]): boolean {
     if (!this.hasRoom(events.length)) return false;
-    const wal = this.opts.wal;
-    const stamped = wal ? wal.appendBatch(events, source, texts) : undefined;
+    const stamped = this.logBatch(events, source, texts);
     const metrics = this.opts.metrics;
     events.forEach((ev, i) => {
       metrics.countFalcoEvent(source, kindOfTags(ev.tags));
@@ -117,10 +122,30 @@ export class Intake {
     return true;
   }
 
+  /** The stamps of a batch's logged events, by index (none: no log, or nothing to log). */
+  private logBatch(events: readonly FalcoEvent[], source: SourceName, texts?: readonly (Buffer | undefined)[]): (WalStamp | undefined)[] | undefined {
+    const wal = this.opts.wal;
+    if (!wal) return undefined;
+    const needs = this.opts.needsLog;
+    if (!needs) return wal.appendBatch(events, source, texts);
+    const picked: number[] = [];
+    for (let i = 0; i < events.length; i++) if (needs(events[i] as FalcoEvent)) picked.push(i);
+    if (picked.length === events.length) return wal.appendBatch(events, source, texts);
+    if (picked.length === 0) return undefined;
+    const stamps = wal.appendBatch(
+      picked.map((i) => events[i] as FalcoEvent),
+      source,
+      texts && picked.map((i) => texts[i]),
+    );
+    const byIndex: (WalStamp | undefined)[] = [];
+    picked.forEach((i, k) => (byIndex[i] = stamps[k]));
+    return byIndex;
+  }
+
   /** Enqueue unconditionally (may exceed capacity; see class comment). */
   push(ev: FalcoEvent, source: SourceName): void {
     const wal = this.opts.wal;
-    if (wal) {
+    if (wal && (this.opts.needsLog?.(ev) ?? true)) {
       // Written at the end of this turn of the event loop (one write for a burst of messages).
       const r = wal.append(ev, source);
       if (r) {

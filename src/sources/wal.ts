@@ -1,6 +1,7 @@
 /**
  * Write-ahead log of acknowledged events, in `data_dir`. Every event the HTTP ingest answers
- * 200 for, or the gRPC source reads from Falco, is appended here before it is queued; after a
+ * 200 for, or the gRPC source reads from Falco, is appended here before it is queued (except
+ * those the correlator settles on arrival, see Correlator.needsLog); after a
  * crash (SIGKILL, OOM) the events not yet decided are read back and decided again, with the
  * decide token they had the first time, so the store gives the same answer (and the alert the
  * same id) as before the crash.
