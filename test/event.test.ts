@@ -432,6 +432,41 @@ describe('TextEvent (an HTTP body event kept as its text)', () => {
     });
   });
 
+  it('reads NDJSON of objects line by line as the scanner would: lines holding two objects, strings across lines, deep nesting, too many lines', async () => {
+    const ok = (ip: string): string => `{${head},"output_fields":{"fd.sip":"${ip}"}}`;
+    const deep = `{${head},"output_fields":{},"x":${'['.repeat(40)}${']'.repeat(40)}}`;
+    const bodies = [
+      [ok('203.0.113.1'), `${ok('203.0.113.2')} ${ok('203.0.113.3')}`, ok('203.0.113.4')],
+      [ok('203.0.113.1'), `{"rule":"}`, `{"x":1}"}`, ok('203.0.113.4')],
+      [ok('203.0.113.1'), deep, ok('203.0.113.4')],
+      [ok('203.0.113.1'), `${ok('203.0.113.2')}x}`, `{${head},"output_fields":"abc"}`, ok('203.0.113.4')],
+      [`  ${ok('203.0.113.1')}\r`, '', `\t${ok('203.0.113.2')}  `],
+    ];
+    for (const lines of bodies) {
+      const body = Buffer.from(lines.join('\n'));
+      const plain = await parseIngestBody(body, 100);
+      const lone = await parseIngestBody(body, 100, true);
+      assert.deepEqual(lone.events.map(plainEvent), plain.events.map(plainEvent), lines.join(' | '));
+      assert.deepEqual(
+        lone.invalid.map((i) => [i.error.message, i.sample]),
+        plain.invalid.map((i) => [i.error.message, i.sample]),
+      );
+    }
+    const three = Buffer.from([ok('203.0.113.1'), ok('203.0.113.2'), ok('203.0.113.3')].join('\n'));
+    assert.equal((await parseIngestBody(three, 3, true)).events.length, 3);
+    await assert.rejects(parseIngestBody(three, 2, true), /more than 2 events/);
+    await assert.rejects(parseIngestBody(three, 2), /more than 2 events/);
+    // Two objects on a line are two items: over the limit of two with two lines.
+    const twoLines = Buffer.from([ok('203.0.113.1'), `${ok('203.0.113.2')}${ok('203.0.113.3')}`].join('\n'));
+    await assert.rejects(parseIngestBody(twoLines, 2, true), /more than 2 events/);
+    // Lines padded with more blank than events: copies, not views of the body.
+    const padded = Buffer.from(`${ok('203.0.113.1')}\n${' '.repeat(100_000)}\n${ok('203.0.113.2')}`);
+    const r = await parseIngestBody(padded, 100, true);
+    assert.equal(r.events.length, 2);
+    for (const e of r.events) assert.notEqual((e as TextEvent).text.buffer, padded.buffer);
+    assert.equal(fieldOf(r.events[1] as FalcoEvent, 'fd.sip'), '203.0.113.2');
+  });
+
   it("keeps views of a body its events fill, and copies of a body that is mostly something else", async () => {
     const ev = `{${head},"output_fields":{"fd.sip":"203.0.113.9"}}`;
     const full = Buffer.from([ev, ev, ev].join('\n'));
