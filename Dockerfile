@@ -58,5 +58,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
   CMD ["node", "-e", "const p = (process.env.T1612D_HTTP_ADDRESS || '127.0.0.1:2802').split(':').pop(); fetch('http://127.0.0.1:' + p + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # The node flags are src/ops/heap.ts NODE_FLAGS (young generation size, collection on the
 # main thread; see there).
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=8", "--single-threaded-gc", "/app/bin/t1612d.js"]
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "--max-semi-space-size=4", "--single-threaded-gc", "/app/bin/t1612d.js"]
 CMD ["run"]

@@ -14,16 +14,17 @@ import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
  * Flags node must be started with (V8 sizes the young generation and starts its collector
  * threads before any code runs, so `t1612d run` cannot set them itself): the image's
  * ENTRYPOINT passes them.
- * - A young generation of 3 x 8 MB instead of 3 x 16 MB: the events t1612d allocates die young
- *   either way, and the peak RSS of `npm run bench`'s memory run drops by about 17 MB
- *   (168 -> 151 MB) with no measurable change in throughput.
+ * - A young generation of 3 x 4 MB instead of 3 x 16 MB: the events t1612d allocates die young
+ *   either way, and the peak RSS of `npm run bench`'s memory run drops by about 17 MB at 8 MB
+ *   (168 -> 151 MB), 10 MB more at 4 MB (139-142 -> 127-131 MB), with no measurable change in
+ *   throughput or CPU per event (at 2 MB, scavenges cost HTTP ingest a fifth more CPU).
  * - Garbage collection on the main thread only: t1612d's heap is a few tens of MB, where
  *   helper threads cost more in hand-offs than they save, and on a shared host they take
  *   cores from the workloads and from Falco. In the bench's gRPC run (2 cores shared with the
  *   Falco-like server and Redis) t1612d's CPU per event went from 1.73–1.80x the decoding
  *   client's to 1.41–1.43x, its throughput from 0.70–0.72x to 0.80–0.84x of it.
  */
-export const NODE_FLAGS = ['--max-semi-space-size=8', '--single-threaded-gc'] as const;
+export const NODE_FLAGS = ['--max-semi-space-size=4', '--single-threaded-gc'] as const;
 
 /** Least growth V8 is given over what is live after a full collection, percent. */
 export const HEAP_GROWING_PERCENT = 20;
