@@ -467,6 +467,57 @@ describe('TextEvent (an HTTP body event kept as its text)', () => {
     assert.equal(fieldOf(r.events[1] as FalcoEvent, 'fd.sip'), '203.0.113.2');
   });
 
+  it('reads a body from the chunks it came in as from the whole, however it is cut', async () => {
+    const ok = (ip: string): string => `{${head},"output_fields":{"fd.sip":"${ip}"}}`;
+    const bodies = [
+      [ok('203.0.113.1'), `  ${ok('203.0.113.2')}\r`, '', ok('203.0.113.3')].join('\n'),
+      `\ufeff${ok('203.0.113.1')}\n${ok('203.0.113.2')}`,
+      [ok('203.0.113.1'), `${ok('203.0.113.2')} ${ok('203.0.113.3')}`].join('\n'),
+      [ok('203.0.113.1'), `{"output":"${'o'.repeat(TEXT_EVENT_MAX_BYTES)}"}`, ok('203.0.113.3')].join('\n'),
+      `[${ok('203.0.113.1')},${ok('203.0.113.2')}]`,
+      '   \n \n',
+      `${ok('203.0.113.1')}\n`,
+    ];
+    for (const text of bodies) {
+      const whole = Buffer.from(text);
+      let want: unknown;
+      try {
+        const r = await parseIngestBody(whole, 100);
+        want = [r.events.map(plainEvent), r.invalid.map((i) => i.error.message)];
+      } catch (err) {
+        want = (err as Error).message;
+      }
+      for (const size of [1, 2, 7, 64, 1000, whole.length]) {
+        const chunks: Buffer[] = [];
+        for (let i = 0; i < whole.length; i += size) chunks.push(Buffer.from(whole.subarray(i, i + size)));
+        let got: unknown;
+        try {
+          const r = await parseIngestBody(chunks, 100, true);
+          got = [r.events.map(plainEvent), r.invalid.map((i) => i.error.message)];
+          r.events.forEach((ev, i) => assert.equal((ev as TextEvent).text.toString('utf8'), (r.texts?.[i] as Buffer).toString('utf8')));
+        } catch (err) {
+          got = (err as Error).message;
+        }
+        assert.deepEqual(got, want, `${JSON.stringify(text.slice(0, 60))} in chunks of ${size}`);
+      }
+    }
+    // Views of the chunks an event lies in; a copy for one that straddles two.
+    // (Buffers of their own: small Buffer.from()s share one pool.)
+    const own = (text: string): Buffer => {
+      const buf = Buffer.alloc(Buffer.byteLength(text));
+      buf.write(text);
+      return buf;
+    };
+    const a = own(`${ok('203.0.113.1')}\n${ok('203.0.113.2').slice(0, 10)}`);
+    const b = own(`${ok('203.0.113.2').slice(10)}\n`);
+    const r = await parseIngestBody([a, b], 100, true);
+    assert.equal(r.events.length, 2);
+    assert.equal((r.events[0] as TextEvent).text.buffer, a.buffer);
+    assert.notEqual((r.events[1] as TextEvent).text.buffer, a.buffer);
+    assert.notEqual((r.events[1] as TextEvent).text.buffer, b.buffer);
+    assert.equal(fieldOf(r.events[1] as FalcoEvent, 'fd.sip'), '203.0.113.2');
+  });
+
   it("keeps views of a body its events fill, and copies of a body that is mostly something else", async () => {
     const ev = `{${head},"output_fields":{"fd.sip":"203.0.113.9"}}`;
     const full = Buffer.from([ev, ev, ev].join('\n'));

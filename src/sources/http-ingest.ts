@@ -67,6 +67,18 @@ function presentedToken(header: string): string | undefined {
   return colon >= 0 ? decoded.slice(colon + 1) : undefined;
 }
 
+/** The first `n` bytes of a body that came in chunks. */
+function headOf(chunks: readonly Buffer[], n: number): Buffer {
+  const parts: Buffer[] = [];
+  let got = 0;
+  for (const c of chunks) {
+    if (got >= n) break;
+    parts.push(c);
+    got += c.length;
+  }
+  return Buffer.concat(parts).subarray(0, n);
+}
+
 export class HttpIngest implements HttpRoute {
   readonly paths = ['/', '/falco', '/falco/'] as const;
   private readonly tokenDigest: Buffer | undefined;
@@ -142,7 +154,7 @@ export class HttpIngest implements HttpRoute {
 
   private async ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { intake, reject } = this.deps;
-    let body: Buffer;
+    let body: Buffer[];
     try {
       body = await this.readBody(req);
     } catch (err) {
@@ -171,7 +183,7 @@ export class HttpIngest implements HttpRoute {
         return;
       }
       const reason = err instanceof InvalidEventError ? err.message : describeError(err);
-      intake.invalid('http', err, body.subarray(0, 120).toString('utf8'));
+      intake.invalid('http', err, headOf(body, 120).toString('utf8'));
       reject(req, res, new HttpRejection(400, reason, 'invalid'));
       return;
     }
@@ -200,11 +212,14 @@ export class HttpIngest implements HttpRoute {
     sendBody(res, 200, JSON.stringify({ accepted: events.length, invalid: invalid.length }));
   }
 
-  /** Read the body, decompressing, with the byte limit enforced on both sides of zlib. */
-  private readBody(req: IncomingMessage): Promise<Buffer> {
+  /**
+   * Read the body, decompressing, with the byte limit enforced on both sides of zlib: the
+   * chunks it came in (parsing reads the usual body from them without copying it whole).
+   */
+  private readBody(req: IncomingMessage): Promise<Buffer[]> {
     const limit = this.opts.bodyLimit;
     const enc = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
-    return new Promise<Buffer>((resolve, reject) => {
+    return new Promise<Buffer[]>((resolve, reject) => {
       const chunks: Buffer[] = [];
       let raw = 0;
       let size = 0;
@@ -220,7 +235,7 @@ export class HttpIngest implements HttpRoute {
         if (err) {
           chunks.length = 0;
           reject(err);
-        } else resolve(Buffer.concat(chunks, size));
+        } else resolve(chunks);
       };
       const tooLarge = (): HttpRejection => new HttpRejection(413, `body is over the limit of ${limit} bytes`, 'too_large');
       const collect = (chunk: Buffer): void => {

@@ -235,54 +235,87 @@ async function scanItems(buf: Buffer, from: number, maxItems: number): Promise<S
 
 /**
  * The usual body the short way: NDJSON whose every line is one event textEventOf reads (what
- * Falco's http_output and the bench post), cut at newlines and read without the scanner.
- * Undefined as soon as a line is anything else, or there are more lines than `maxItems`: the
- * caller then reads the whole body the long way, so every body comes out as the scanner and
- * the general parse would have it (a line that parses as one object is the item the scanner
- * finds there), refusals and their reasons included, at most once more.
+ * Falco's http_output and the bench post), cut at newlines and read without the scanner, from
+ * the chunks the body came in (no copy of the whole: an event's text is a view of its chunk, or
+ * a copy of its pieces when it straddles two). Undefined as soon as a line is anything else,
+ * there are more lines than `maxItems`, or the body opens with a byte order mark or holds no
+ * line: the caller then reads the whole body the long way, so every body comes out as the
+ * scanner and the general parse would have it (a line that parses as one object is the item
+ * the scanner finds there), refusals and their reasons included, at most once more.
  */
-async function parseEventLines(body: Buffer, from: number, maxItems: number): Promise<ParsedEvents | undefined> {
+async function parseEventLines(chunks: readonly Buffer[], maxItems: number): Promise<ParsedEvents | undefined> {
+  const first = chunks[0];
+  if (first && first[0] === 0xef) return undefined; // maybe a byte order mark: the long way knows
+  // Each line as the buffer it is in and where it starts and ends there, blanks trimmed.
+  const bufs: Buffer[] = [];
   const cuts: number[] = [];
-  const n = body.length;
-  let i = from;
-  while (i < n) {
-    const nl = body.indexOf(0x0a, i);
-    const lineEnd = nl < 0 ? n : nl;
-    let start = i;
-    while (start < lineEnd && isSpace(body[start] as number)) start++;
-    let end = lineEnd;
-    while (end > start && isSpace(body[end - 1] as number)) end--;
-    i = lineEnd + 1;
-    if (start === end) continue;
-    if (body[start] !== 0x7b || body[end - 1] !== 0x7d || end - start > TEXT_EVENT_MAX_BYTES) return undefined;
+  let total = 0;
+  let carry: Buffer[] = [];
+  let carried = 0;
+  const line = (buf: Buffer, from: number, to: number): boolean => {
+    let start = from;
+    while (start < to && isSpace(buf[start] as number)) start++;
+    let end = to;
+    while (end > start && isSpace(buf[end - 1] as number)) end--;
+    if (start === end) return true;
+    if (buf[start] !== 0x7b || buf[end - 1] !== 0x7d || end - start > TEXT_EVENT_MAX_BYTES) return false;
+    bufs.push(buf);
     cuts.push(start, end);
-    if (cuts.length > 2 * maxItems) return undefined;
+    return bufs.length <= maxItems;
+  };
+  for (const c of chunks) {
+    total += c.length;
+    let i = 0;
+    for (;;) {
+      const nl = c.indexOf(0x0a, i);
+      const to = nl < 0 ? c.length : nl;
+      if (nl < 0 || carried > 0) {
+        // A line that goes on in the next chunk, or ends one that began in an earlier one.
+        carried += to - i;
+        if (carried > TEXT_EVENT_MAX_BYTES + 64) return undefined;
+        if (to > i) carry.push(c.subarray(i, to));
+        if (nl < 0) break;
+        const whole = Buffer.concat(carry, carried);
+        carry = [];
+        carried = 0;
+        if (!line(whole, 0, whole.length)) return undefined;
+      } else if (!line(c, i, to)) return undefined;
+      i = nl + 1;
+    }
   }
+  if (carried > 0) {
+    const whole = Buffer.concat(carry, carried);
+    if (!line(whole, 0, whole.length)) return undefined;
+  }
+  if (bufs.length === 0) return undefined;
+
   const out: ParsedEvents = { events: [], invalid: [] };
   const texts: Buffer[] = [];
   let kept = 0;
   let sliceStart = performance.now();
-  for (let k = 0; k < cuts.length; k += 2) {
+  for (let k = 0; k < bufs.length; k++) {
     if (performance.now() - sliceStart >= SLICE_MS) {
       await nextTurn();
       sliceStart = performance.now();
     }
-    const start = cuts[k] as number;
-    const end = cuts[k + 1] as number;
-    const bytes = body.subarray(start, end);
-    const ev = textEventOf(body.toString('utf8', start, end), bytes);
+    const buf = bufs[k] as Buffer;
+    const start = cuts[2 * k] as number;
+    const end = cuts[2 * k + 1] as number;
+    const bytes = buf.subarray(start, end);
+    const ev = textEventOf(buf.toString('utf8', start, end), bytes);
     if (!ev) return undefined;
     texts.push(bytes);
     out.events.push(ev);
     kept += end - start;
   }
   out.texts = texts;
-  if (2 * kept < body.length) for (const ev of out.events) (ev as TextEvent).detach();
+  if (2 * kept < total) for (const ev of out.events) (ev as TextEvent).detach();
   return out;
 }
 
 /**
- * Parse an ingest request body (already decompressed). The content type is not needed: Falco
+ * Parse an ingest request body (already decompressed; whole, or in the chunks it came in). The
+ * content type is not needed: Falco
  * sends `application/json` or `text/plain`, other senders anything or nothing, and JSON,
  * arrays and NDJSON are told apart by the bytes.
  *
@@ -290,18 +323,20 @@ async function parseEventLines(body: Buffer, from: number, maxItems: number): Pr
  * TooManyEventsError when it holds more than `maxItems` items (before parsing any).
  * `keepText`: an event that is a whole item of up to TEXT_EVENT_MAX_BYTES comes back as a
  * TextEvent (its text kept, its output and fields parsed again when asked for). Their texts are
- * views of `body` when they make up at least half of it, else copies, so a few events cannot
- * keep a large body alive.
+ * views of the body (or of its chunks) when they make up at least half of it, else copies, so a
+ * few events cannot keep a large body alive.
  */
-export async function parseIngestBody(body: Buffer, maxItems: number, keepText = false): Promise<ParsedEvents> {
+export async function parseIngestBody(input: Buffer | readonly Buffer[], maxItems: number, keepText = false): Promise<ParsedEvents> {
+  const chunks = Buffer.isBuffer(input) ? [input] : (input as readonly Buffer[]);
+  if (keepText) {
+    const lines = await parseEventLines(chunks, maxItems);
+    if (lines) return lines;
+  }
+  const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
   let from = 0;
   if (body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf) from = 3; // UTF-8 byte order mark
   while (from < body.length && isSpace(body[from] as number)) from++;
   if (from >= body.length) throw new InvalidEventError('body is empty');
-  if (keepText) {
-    const lines = await parseEventLines(body, from, maxItems);
-    if (lines) return lines;
-  }
   const first = body[from] as number;
   const spans = await scanItems(body, from, maxItems);
 
