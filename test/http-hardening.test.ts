@@ -247,6 +247,37 @@ describe('ingest hardening', function () {
     assert.ok(turns > 20, `${turns} turns of the event loop`);
   });
 
+  it('keeps the event loop responsive while NDJSON of 40k events, and 8 MB of blank lines, are read', async () => {
+    const h = await start({ bodyLimit: 16 * 1024 * 1024 }, 50_000);
+    const lines = Buffer.from(Array.from({ length: 40_000 }, (_, i) => JSON.stringify(ev(i))).join('\n'));
+    assert.ok(lines.length > 9_000_000);
+    const blank = Buffer.alloc(8 * 1024 * 1024, 0x0a);
+    let turns = 0;
+    let spinning = true;
+    const spin = (): void => {
+      turns++;
+      if (spinning) setImmediate(spin);
+    };
+    const histogram = monitorEventLoopDelay({ resolution: 5 });
+    histogram.enable();
+    const t0 = performance.now();
+    setImmediate(spin);
+    const res = await request(`${h.url}/falco`, { method: 'POST', body: lines, dispatcher: agent });
+    const text = await res.body.text();
+    const empty = await request(`${h.url}/falco`, { method: 'POST', body: blank, dispatcher: agent });
+    const emptyText = await empty.body.text();
+    const elapsed = performance.now() - t0;
+    spinning = false;
+    histogram.disable();
+    assert.equal(res.statusCode, 200, text);
+    assert.deepEqual(JSON.parse(text), { accepted: 40_000, invalid: 0 });
+    assert.equal(empty.statusCode, 400);
+    assert.match(emptyText, /body is empty/);
+    const maxMs = histogram.max / 1e6;
+    assert.ok(maxMs < elapsed / 3, `longest stall ${maxMs.toFixed(1)} ms of ${elapsed.toFixed(0)} ms`);
+    assert.ok(turns > 20, `${turns} turns of the event loop`);
+  });
+
   it('refuses an array beyond the free room before parsing it (503 when others are queued)', async () => {
     let release: () => void = () => undefined;
     // A consumer that waits keeps events queued.

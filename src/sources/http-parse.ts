@@ -253,6 +253,8 @@ async function parseEventLines(chunks: readonly Buffer[], maxItems: number): Pro
   let carry: Buffer[] = [];
   let carried = 0;
   const line = (buf: Buffer, from: number, to: number): boolean => {
+    // Longer than any line read here (blanks around an event included): the long way.
+    if (to - from > TEXT_EVENT_MAX_BYTES + 64) return false;
     let start = from;
     while (start < to && isSpace(buf[start] as number)) start++;
     let end = to;
@@ -263,10 +265,17 @@ async function parseEventLines(chunks: readonly Buffer[], maxItems: number): Pro
     cuts.push(start, end);
     return bufs.length <= maxItems;
   };
+  let lines = 0;
+  let sliceStart = performance.now();
   for (const c of chunks) {
     total += c.length;
     let i = 0;
     for (;;) {
+      // Blank lines count for nothing: a body of millions of them yields like any other.
+      if (++lines % 1024 === 0 && performance.now() - sliceStart >= SLICE_MS) {
+        await nextTurn();
+        sliceStart = performance.now();
+      }
       const nl = c.indexOf(0x0a, i);
       const to = nl < 0 ? c.length : nl;
       if (nl < 0 || carried > 0) {
@@ -292,7 +301,6 @@ async function parseEventLines(chunks: readonly Buffer[], maxItems: number): Pro
   const out: ParsedEvents = { events: [], invalid: [] };
   const texts: Buffer[] = [];
   let kept = 0;
-  let sliceStart = performance.now();
   for (let k = 0; k < bufs.length; k++) {
     if (performance.now() - sliceStart >= SLICE_MS) {
       await nextTurn();
