@@ -152,12 +152,17 @@ describe('correlator behaviour', () => {
       const r = await start({ firstSeenRetentionMs: retention });
       await feed(r, [withDestination(hostEgress, '198.51.100.1')]);
       r.clock.ms = T + retention - 1;
+      // Settled on arrival exactly while it is trusted: no write-ahead log needed (Intake).
+      assert.equal(r.c.needsLog(withDestination(hostEgress, '198.51.100.1')), false);
+      assert.equal(r.c.needsLog(withDestination(hostEgress, '198.51.100.2')), true);
+      assert.equal(r.c.needsLog(buildEvents[0] as FalcoEvent), true);
       void r.c.handle(withDestination(hostEgress, '198.51.100.1'));
       assert.equal(r.c.backlog, 0, 'still trusted');
       await r.c.flush();
       const r2 = await start({ firstSeenRetentionMs: retention });
       await feed(r2, [withDestination(hostEgress, '198.51.100.1')]);
       r2.clock.ms = T + retention;
+      assert.equal(r2.c.needsLog(withDestination(hostEgress, '198.51.100.1')), true);
       void r2.c.handle(withDestination(hostEgress, '198.51.100.1'));
       assert.equal(r2.c.backlog, 1, 'decided again');
       await r2.c.flush();
@@ -221,6 +226,9 @@ describe('correlator behaviour', () => {
       const r = await start();
       assert.equal(r.c.handle({ ...stepEgress, tags: undefined as unknown as string[] }), undefined); // a malformed event from a source
       assert.equal(r.c.handle({ ...stepEgress, tags: ['other'] }), undefined);
+      // Nothing to keep in the write-ahead log for them, whatever their destination.
+      assert.equal(r.c.needsLog({ ...stepEgress, tags: undefined as unknown as string[] }), false);
+      assert.equal(r.c.needsLog(withDestination({ ...stepEgress, tags: ['other'] }, '198.51.100.9')), false);
       assert.equal(r.c.backlog, 0);
       await r.c.flush();
       assert.equal(r.lines.length, 0);

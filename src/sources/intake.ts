@@ -131,7 +131,6 @@ export class Intake {
     const picked: number[] = [];
     for (let i = 0; i < events.length; i++) if (needs(events[i] as FalcoEvent)) picked.push(i);
     if (picked.length === events.length) return wal.appendBatch(events, source, texts);
-    if (picked.length === 0) return undefined;
     const stamps = wal.appendBatch(
       picked.map((i) => events[i] as FalcoEvent),
       source,
