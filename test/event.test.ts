@@ -516,6 +516,22 @@ describe('TextEvent (an HTTP body event kept as its text)', () => {
     assert.notEqual((r.events[1] as TextEvent).text.buffer, a.buffer);
     assert.notEqual((r.events[1] as TextEvent).text.buffer, b.buffer);
     assert.equal(fieldOf(r.events[1] as FalcoEvent, 'fd.sip'), '203.0.113.2');
+    // A chunk that opens with the newline ending the line before, then holds a line of its own.
+    const c = own(`${ok('203.0.113.1')}\n${ok('203.0.113.2')}`);
+    const d = own(`\n${ok('203.0.113.3')}\n`);
+    const r2 = await parseIngestBody([c, d], 100, true);
+    assert.deepEqual(
+      r2.events.map((ev) => fieldOf(ev, 'fd.sip')),
+      ['203.0.113.1', '203.0.113.2', '203.0.113.3'],
+    );
+    assert.deepEqual(
+      r2.events.map((ev) => [(ev as TextEvent).text.buffer === c.buffer, (ev as TextEvent).text.buffer === d.buffer]),
+      [
+        [true, false],
+        [false, false],
+        [false, true],
+      ],
+    );
   });
 
   it("keeps views of a body its events fill, and copies of a body that is mostly something else", async () => {
