@@ -68,7 +68,7 @@ function presentedToken(header: string): string | undefined {
 }
 
 /** The first `n` bytes of a body that came in chunks. */
-function headOf(chunks: readonly Buffer[], n: number): Buffer {
+function firstBytes(chunks: readonly Buffer[], n: number): Buffer {
   const parts: Buffer[] = [];
   let got = 0;
   for (const c of chunks) {
@@ -183,7 +183,7 @@ export class HttpIngest implements HttpRoute {
         return;
       }
       const reason = err instanceof InvalidEventError ? err.message : describeError(err);
-      intake.invalid('http', err, headOf(body, 120).toString('utf8'));
+      intake.invalid('http', err, firstBytes(body, 120).toString('utf8'));
       reject(req, res, new HttpRejection(400, reason, 'invalid'));
       return;
     }

@@ -323,19 +323,19 @@ async function parseEventLines(chunks: readonly Buffer[], maxItems: number): Pro
 
 /**
  * Parse an ingest request body (already decompressed; whole, or in the chunks it came in). The
- * content type is not needed: Falco
- * sends `application/json` or `text/plain`, other senders anything or nothing, and JSON,
- * arrays and NDJSON are told apart by the bytes.
+ * content type is not needed: Falco sends `application/json` or `text/plain`, other senders
+ * anything or nothing, and JSON, arrays and NDJSON are told apart by the bytes.
  *
  * Throws InvalidEventError with a one-line reason when the body is empty or not JSON, and
- * TooManyEventsError when it holds more than `maxItems` items (before parsing any).
+ * TooManyEventsError when it holds more than `maxItems` items (before parsing any, except the
+ * lines the short way read before it met one it could not take: at most `maxItems` of them).
  * `keepText`: an event that is a whole item of up to TEXT_EVENT_MAX_BYTES comes back as a
  * TextEvent (its text kept, its output and fields parsed again when asked for). Their texts are
  * views of the body (or of its chunks) when they make up at least half of it, else copies, so a
  * few events cannot keep a large body alive.
  */
 export async function parseIngestBody(input: Buffer | readonly Buffer[], maxItems: number, keepText = false): Promise<ParsedEvents> {
-  const chunks = Buffer.isBuffer(input) ? [input] : (input as readonly Buffer[]);
+  const chunks = Buffer.isBuffer(input) ? [input] : input;
   if (keepText) {
     const lines = await parseEventLines(chunks, maxItems);
     if (lines) return lines;
